@@ -1,0 +1,5 @@
+"""``python -m ledger``: the same as ``ledgerctl``."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,110 @@
+"""Legacy mode: no lock and no checks, only the atomic replace.
+
+An admin chooses this mode knowingly (for example on a single-user machine whose
+filesystem has no working locks). It follows links like ordinary Python code and
+does not protect several users sharing one home; ``ledgerctl`` warns about that
+once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from typing import Iterator, Optional
+
+from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
+from ._posix import io_error
+from .errors import CorruptLedgerError
+from .protections import Report
+
+__all__ = ["LegacyBackend", "LegacyFolder"]
+
+
+class LegacyFolder:
+    """A folder used by path, with no checks."""
+
+    def __init__(self, path: str, report: Report) -> None:
+        self.path = path
+        self._report = report
+
+    def _join(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
+        yield
+
+    def read(self, name: str, max_bytes: int) -> Optional[bytes]:
+        path = self._join(name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise io_error(exc, path, "reading") from exc
+        if len(data) > max_bytes:
+            raise CorruptLedgerError(
+                f"{path} is more than the {max_bytes} bytes a ledger may have. "
+                "Move it aside and run the command again; it was not changed.",
+                path=path,
+                reason="too_large",
+            )
+        return data
+
+    def replace(self, name: str, data: bytes) -> None:
+        path = self._join(name)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=self.path)
+        except OSError as exc:
+            raise io_error(exc, path, "creating a temp file for") from exc
+        try:
+            with open(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self._report.apply("durable_write", "fsync")
+            os.replace(tmp, path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise io_error(exc, path, "writing") from exc
+            raise
+        self._report.apply("atomic_replace", "os.replace")
+
+    def remove_stale_temps(self, name: str) -> list[str]:
+        # Without a lock another writer's temp file may be in use: leave them all.
+        return []
+
+    def open_append(self, name: str) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        return os.open(self._join(name), flags, 0o600)
+
+    def close(self) -> None:
+        pass
+
+
+class LegacyBackend:
+    """The admin-chosen mode without lock or checks."""
+
+    name = "legacy"
+
+    def capabilities(self) -> dict[str, Optional[str]]:
+        from .protections import PROTECTIONS
+
+        offered = dict.fromkeys(PROTECTIONS)
+        offered.update(durable_write="fsync", atomic_replace="os.replace")
+        return offered
+
+    def open_folder(self, path: str, *, create: bool, report: Report) -> LegacyFolder:
+        path = os.path.abspath(os.path.expanduser(path))
+        if create:
+            try:
+                os.makedirs(path, 0o700, exist_ok=True)
+            except OSError as exc:
+                raise io_error(exc, path, "creating the folder") from exc
+        elif not os.path.isdir(path):
+            raise FileNotFoundError(path)
+        return LegacyFolder(path, report)

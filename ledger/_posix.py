@@ -1,0 +1,419 @@
+"""POSIX backend: ``flock``, no-follow opens, ``dir_fd`` operations, ``fstat`` checks.
+
+The folder is reached by walking its canonical path one component at a time with
+``O_NOFOLLOW | O_DIRECTORY``; from then on every file is opened, created,
+renamed and removed relative to that folder descriptor, and every check is made
+with ``fstat`` on the descriptor that is then used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import socket
+import stat
+import sys
+import time
+from typing import Iterator, Optional
+
+from . import _netfs
+from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
+from .errors import LedgerIOError, LockTimeoutError, UnsafePathError
+from .protections import Report
+
+if sys.platform != "win32":
+    import fcntl
+
+__all__ = ["PosixBackend", "PosixFolder", "io_error"]
+
+_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
+_O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
+_F_FULLFSYNC: Optional[int] = getattr(fcntl, "F_FULLFSYNC", None) if sys.platform == "darwin" else None
+
+_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+_TEMP_ATTEMPTS = 16
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
+_PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
+
+
+def io_error(exc: OSError, path: str, doing: str) -> Exception:
+    """Turn an ``OSError`` met while ``doing`` something to ``path`` into a ledger error."""
+    if exc.errno in _PERMISSION_ERRNOS:
+        return UnsafePathError(
+            f"Permission denied while {doing} {path}. "
+            "Check that the folder belongs to you and is writable by you.",
+            path=path,
+            reason="permission_denied",
+        )
+    detail = os.strerror(exc.errno) if exc.errno else str(exc)
+    slug = errno.errorcode.get(exc.errno or 0, "EIO").lower()
+    return LedgerIOError(
+        f"Could not finish {doing} {path}: {detail}. The old ledger is intact; "
+        "free some space or fix the folder, then run the command again.",
+        path=path,
+        reason=f"io_error:{slug}",
+    )
+
+
+def _owner_ok(st: os.stat_result) -> bool:
+    return st.st_uid in (os.geteuid(), 0)
+
+
+def _link_error(path: str, what: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"Refusing to use {path}: {what} is a symbolic link. "
+        "Remove the link and run the command again; nothing was written.",
+        path=path,
+        reason="symlink",
+    )
+
+
+def check_file(st: os.stat_result, path: str) -> None:
+    """Refuse a file that is not a regular file of the user's with exactly one link."""
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafePathError(
+            f"Refusing to use {path}: it is not a regular file. Remove it and run the "
+            "command again; nothing was written.",
+            path=path,
+            reason="not_regular_file",
+        )
+    if not _owner_ok(st):
+        raise UnsafePathError(
+            f"Refusing to use {path}: it belongs to uid {st.st_uid}, not to you. "
+            "Remove it, or use a ledger folder of your own.",
+            path=path,
+            reason="foreign_owner",
+        )
+    if st.st_nlink != 1:
+        raise UnsafePathError(
+            f"Refusing to use {path}: it has {st.st_nlink} hard links, so writing it could "
+            "change another file. Remove it and run the command again.",
+            path=path,
+            reason="hard_link",
+        )
+    if st.st_mode & 0o022:
+        raise UnsafePathError(
+            f"Refusing to use {path}: other users may write to it (mode "
+            f"{stat.S_IMODE(st.st_mode):o}). Run 'chmod go-w {path}' and try again.",
+            path=path,
+            reason="loose_permissions",
+        )
+
+
+def _check_folder(st: os.stat_result, path: str, *, final: bool) -> None:
+    """Check one folder on the way to the ledger (``final``: the ledger's own folder)."""
+    if not _owner_ok(st):
+        raise UnsafePathError(
+            f"Refusing to use {path}: the folder belongs to uid {st.st_uid}, not to you "
+            "or the administrator. Use a ledger folder of your own.",
+            path=path,
+            reason="foreign_owner",
+        )
+    writable_by_others = bool(st.st_mode & 0o022)
+    if writable_by_others and (final or not st.st_mode & stat.S_ISVTX):
+        raise UnsafePathError(
+            f"Refusing to use {path}: other users may write to this folder (mode "
+            f"{stat.S_IMODE(st.st_mode):o}). Run 'chmod go-w {path}' and try again.",
+            path=path,
+            reason="loose_permissions",
+        )
+
+
+class PosixFolder:
+    """A ledger folder held open by descriptor; every later step goes through it."""
+
+    def __init__(self, fd: int, path: str, report: Report) -> None:
+        self.fd = fd
+        self.path = path
+        self._report = report
+
+    def _join(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def _open_checked(self, name: str, flags: int, mode: int = 0o600) -> int:
+        """Open ``name`` in the folder without following links, and check what was opened."""
+        path = self._join(name)
+        try:
+            fd = os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, mode, dir_fd=self.fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _link_error(path, "the file") from exc
+            if exc.errno in (errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+                raise UnsafePathError(
+                    f"Refusing to use {path}: it is not a regular file. Remove it and run "
+                    "the command again; nothing was written.",
+                    path=path,
+                    reason="not_regular_file",
+                ) from exc
+            raise
+        try:
+            check_file(os.fstat(fd), path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._report.apply("no_follow", "O_NOFOLLOW")
+        self._report.apply("link_count", "fstat.st_nlink")
+        return fd
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float) -> Iterator[None]:
+        assert sys.platform != "win32"
+        path = self._join(name)
+        try:
+            fd = self._open_checked(name, os.O_RDWR | os.O_CREAT)
+        except OSError as exc:
+            raise io_error(exc, path, "opening the lock file") from exc
+        try:
+            self._acquire(fd, path, timeout)
+            self._report.apply("lock", "fcntl.flock")
+            _note_holder(fd)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _acquire(fd: int, path: str, timeout: float) -> None:
+        assert sys.platform != "win32"
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                holder = _read_holder(fd)
+                held = f" (held by {holder})" if holder else ""
+                raise LockTimeoutError(
+                    f"The lock {path} was not free within {timeout:g} s{held}. "
+                    "Try again later, or end the process that holds it.",
+                    path=path,
+                )
+            time.sleep(min(delay, remaining) * (0.5 + secrets.randbelow(1000) / 1000))
+            delay = min(delay * 2, 0.05)
+
+    def read(self, name: str, max_bytes: int) -> Optional[bytes]:
+        path = self._join(name)
+        try:
+            fd = self._open_checked(name, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            raise io_error(exc, path, "reading") from exc
+        try:
+            size = os.fstat(fd).st_size
+            if size > max_bytes:
+                return _too_large(path, size, max_bytes)
+            chunks = []
+            total = 0
+            while True:
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > max_bytes:
+                    return _too_large(path, total, max_bytes)
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def replace(self, name: str, data: bytes) -> None:
+        path = self._join(name)
+        tmp, fd = self._create_temp(name)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                _fsync_file(fd)
+            finally:
+                os.close(fd)
+            self._report.apply("durable_write", "F_FULLFSYNC" if _F_FULLFSYNC else "fsync")
+            os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.fd)
+            if isinstance(exc, OSError):
+                raise io_error(exc, path, "writing") from exc
+            raise
+        self._report.apply("atomic_replace", "renameat")
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise io_error(exc, self.path, "making the new ledger durable in") from exc
+        self._report.apply("durable_rename", "fsync(dir)")
+
+    def _create_temp(self, name: str) -> tuple[str, int]:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+        for _ in range(_TEMP_ATTEMPTS):
+            tmp = f"{temp_prefix(name)}{os.getpid()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+            try:
+                fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise io_error(exc, self._join(tmp), "creating the temp file") from exc
+            self._report.apply("exclusive_temp", "O_CREAT|O_EXCL|O_NOFOLLOW")
+            return tmp, fd
+        raise UnsafePathError(
+            f"Could not create a fresh temp file in {self.path}: every name tried was taken. "
+            "Something is planting files there; check the folder.",
+            path=self.path,
+            reason="temp_name_taken",
+        )
+
+    def remove_stale_temps(self, name: str) -> list[str]:
+        removed = []
+        with os.scandir(self.fd) as entries:
+            stale = [entry.name for entry in entries if is_temp_of(entry.name, name)]
+        for entry in stale:
+            try:
+                os.unlink(entry, dir_fd=self.fd)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                continue
+            removed.append(entry)
+        return removed
+
+    def open_append(self, name: str) -> int:
+        return self._open_checked(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _too_large(path: str, size: int, limit: int) -> bytes:
+    from .errors import CorruptLedgerError
+
+    raise CorruptLedgerError(
+        f"{path} is {size} bytes, more than the {limit} bytes a ledger may have. "
+        "Move it aside and run the command again; it was not changed.",
+        path=path,
+        reason="too_large",
+    )
+
+
+def _fsync_file(fd: int) -> None:
+    if _F_FULLFSYNC is not None:
+        assert sys.platform != "win32"
+        try:
+            fcntl.fcntl(fd, _F_FULLFSYNC)
+            return
+        except OSError:
+            pass
+    os.fsync(fd)
+
+
+def _note_holder(fd: int) -> None:
+    """Write who holds the lock into the lock file, for the next writer's timeout message."""
+    note = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, note, 0)
+
+
+def _read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    return ""
+
+
+class PosixBackend:
+    """Secure and strict modes on Linux and macOS."""
+
+    name = "posix"
+
+    def capabilities(self) -> dict[str, Optional[str]]:
+        nofollow = "O_NOFOLLOW" if _O_NOFOLLOW else None
+        dirfd = {os.open, os.rename, os.unlink, os.mkdir} <= os.supports_dir_fd
+        walk = "openat(O_NOFOLLOW|O_DIRECTORY)" if nofollow and _O_DIRECTORY and dirfd else None
+        return {
+            "lock": "fcntl.flock" if sys.platform != "win32" else None,
+            "no_follow": nofollow,
+            "folder_check": walk,
+            "owner_check": "fstat.st_uid",
+            "permission_check": "fstat.st_mode",
+            "link_count": "fstat.st_nlink",
+            "local_fs": _netfs.MECHANISM,
+            "exclusive_temp": "O_CREAT|O_EXCL|O_NOFOLLOW" if nofollow else None,
+            "durable_write": "F_FULLFSYNC" if _F_FULLFSYNC else "fsync",
+            "atomic_replace": "renameat" if dirfd else None,
+            "durable_rename": "fsync(dir)",
+        }
+
+    def open_folder(self, path: str, *, create: bool, report: Report) -> PosixFolder:
+        path = os.path.abspath(os.path.expanduser(path))
+        parent, leaf = os.path.split(path)
+        target = os.path.join(os.path.realpath(parent), leaf) if leaf else os.path.realpath(path)
+        parts = [part for part in target.split(os.sep) if part]
+        fd = os.open("/", _DIR_FLAGS)
+        here = "/"
+        try:
+            for index, part in enumerate(parts):
+                final = index == len(parts) - 1
+                here = os.path.join(here, part)
+                fd = self._step(fd, part, here, create=create, final=final)
+            _check_folder(os.fstat(fd), path, final=True)
+        except BaseException:
+            os.close(fd)
+            raise
+        report.apply("folder_check", "openat(O_NOFOLLOW|O_DIRECTORY)")
+        report.apply("owner_check", "fstat.st_uid")
+        report.apply("permission_check", "fstat.st_mode")
+        fs_type, remote = _netfs.filesystem_of(fd)
+        if remote is None:
+            report.lack("local_fs", f"could not tell whether {path} is on a local filesystem")
+        elif remote:
+            report.lack("local_fs", f"{path} is on a network filesystem ({fs_type})")
+        else:
+            report.apply("local_fs", f"{_netfs.MECHANISM}:{fs_type}")
+        return PosixFolder(fd, path, report)
+
+    @staticmethod
+    def _step(parent_fd: int, part: str, here: str, *, create: bool, final: bool) -> int:
+        """Open folder ``part`` below ``parent_fd`` (closing the parent), checking it."""
+        try:
+            try:
+                fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o700, dir_fd=parent_fd)
+                fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                if os.path.islink(here) or exc.errno == errno.ELOOP:
+                    raise _link_error(here, "this folder") from exc
+                raise UnsafePathError(
+                    f"Refusing to use {here}: it is not a folder. Remove it or choose "
+                    "another ledger folder.",
+                    path=here,
+                    reason="not_a_folder",
+                ) from exc
+            if isinstance(exc, FileNotFoundError):
+                raise
+            raise io_error(exc, here, "opening the folder") from exc
+        finally:
+            os.close(parent_fd)
+        if not final:
+            try:
+                _check_folder(os.fstat(fd), here, final=False)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd

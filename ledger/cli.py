@@ -1,0 +1,237 @@
+"""``ledgerctl``: the command line of the ledger.
+
+Exit codes follow ``sysexits``: 0 done, 1 not found or suppress, 64 usage,
+65 invalid ledger, 69 strict refused, 74 I/O error, 75 lock timeout,
+77 safety check failed, 78 bad policy. Modules are imported only when the
+command needs them, because hooks start a fresh process for every call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
+
+from .errors import EXIT_NOT_FOUND, EXIT_OK, LedgerError, UsageError
+
+__all__ = ["main", "build_parser"]
+
+Handler = Callable[[argparse.Namespace, TextIO], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes exit 64, as ``sysexits`` says."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}. Run '{self.prog} --help' for the usage.")
+
+
+def _policy(args: argparse.Namespace) -> Any:
+    from .policy import load_policy
+
+    return load_policy(getattr(args, "policy", None))
+
+
+def _escalation(args: argparse.Namespace) -> Any:
+    from .escalation import open_ledger
+
+    return open_ledger(_policy(args))
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+# Escalation commands, call for call with the old hook.
+
+def _cmd_record(args: argparse.Namespace, out: TextIO) -> int:
+    from .escalation import make_entry
+
+    entry = make_entry(args.sig, args.current, args.recommended, args.response, args.run_id)
+    _escalation(args).append(entry)
+    _print_json(entry, out)
+    return EXIT_OK
+
+
+def _cmd_lookup(args: argparse.Namespace, out: TextIO) -> int:
+    from .escalation import lookup
+
+    entry = lookup(_escalation(args).records(), args.sig)
+    if entry is None:
+        return EXIT_NOT_FOUND
+    _print_json(entry, out)
+    return EXIT_OK
+
+
+def _cmd_replay_safe(args: argparse.Namespace, out: TextIO) -> int:
+    from .escalation import replay_safe
+
+    return EXIT_OK if replay_safe(_escalation(args).records(), args.sig) else EXIT_NOT_FOUND
+
+
+def _cmd_hash(args: argparse.Namespace, out: TextIO) -> int:
+    from .escalation import signal_hash
+
+    out.write(signal_hash(args.categories, args.stage) + "\n")
+    return EXIT_OK
+
+
+# Generic ledger commands.
+
+def _cmd_append(args: argparse.Namespace, out: TextIO) -> int:
+    from .store import Ledger
+
+    text = sys.stdin.read() if args.record == "-" else args.record
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"The record is not valid JSON ({exc}). Give one JSON object.") from None
+    if not isinstance(record, dict):
+        raise UsageError("The record must be a JSON object, such as '{\"key\": \"value\"}'.")
+    result = Ledger(args.file, policy=_policy(args), cap=args.cap).append(record)
+    _print_json(record, out)
+    if args.verbose:
+        _print_json({"protections": result.protections, "missing": result.missing,
+                     "pruned": result.pruned, "mode": result.mode}, out)
+    return EXIT_OK
+
+
+def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
+    from .store import Ledger
+
+    records = Ledger(args.file, policy=_policy(args), audit=False).records()
+    if args.json:
+        out.write(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+    else:
+        for record in records:
+            _print_json(record, out)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    from ._demo import run
+
+    return run(args, out)
+
+
+def _lazy(module: str, function: str = "run") -> Handler:
+    """Return a handler that imports ``module`` only when the command runs."""
+
+    def handler(args: argparse.Namespace, out: TextIO) -> int:
+        import importlib
+
+        result: int = getattr(importlib.import_module(module, __package__), function)(args, out)
+        return result
+
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the parser of ``ledgerctl``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
+                        help="policy file to use (also LEDGER_POLICY)")
+    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="show the Python traceback of an error")
+    parser = _Parser(prog="ledgerctl", parents=[common],
+                     description="Keep a local JSON ledger safe under many processes and users.")
+    parser.add_argument("--version", action="version", version="ledgerctl 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def command(name: str, handler: Handler, help_text: str, *aliases: str) -> Any:
+        cmd = sub.add_parser(name, parents=[common], help=help_text, aliases=list(aliases),
+                             description=help_text)
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    cmd = command("record", _cmd_record, "record a prompt decision; print the entry")
+    for name in ("sig", "current", "recommended", "response", "run_id"):
+        cmd.add_argument(name, metavar=name.upper())
+    cmd = command("lookup", _cmd_lookup, "print the newest entry for SIG (exit 1 if none)")
+    cmd.add_argument("sig", metavar="SIG")
+    cmd = command("replay_safe", _cmd_replay_safe,
+                  "exit 1 if SIG was declined within 24 h (suppress the prompt), else 0",
+                  "replay-safe")
+    cmd.add_argument("sig", metavar="SIG")
+    cmd = command("hash", _cmd_hash, "print the signal hash of comma-separated categories")
+    cmd.add_argument("--stage", metavar="NAME", default=None)
+    cmd.add_argument("categories", metavar="CATEGORIES")
+
+    cmd = command("append", _cmd_append, "append one JSON object to a ledger file")
+    cmd.add_argument("file", metavar="FILE")
+    cmd.add_argument("record", metavar="JSON", help="a JSON object, or - to read it from stdin")
+    cmd.add_argument("--cap", type=int, default=None, help="keep only the newest N records")
+    cmd.add_argument("-v", "--verbose", action="store_true",
+                     help="also print which protections the write had")
+    cmd = command("show", _cmd_show, "print the records of a ledger file, one per line")
+    cmd.add_argument("file", metavar="FILE")
+    cmd.add_argument("--json", action="store_true", help="print one JSON array instead")
+
+    policy = command("policy", _lazy("._cmd_policy", "run_help"), "see and check policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", metavar="ACTION",
+                                       parser_class=_Parser)
+    show = policy_sub.add_parser("show", parents=[common], help="the effective policy")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_lazy("._cmd_policy", "show"))
+    check = policy_sub.add_parser("check", parents=[common], help="validate a policy file")
+    check.add_argument("file", metavar="FILE")
+    check.add_argument("--machine", action="store_true",
+                       help="check it as a machine policy (owner and minimum_mode)")
+    check.set_defaults(handler=_lazy("._cmd_policy", "check"))
+
+    cmd = command("doctor", _lazy("._cmd_doctor"),
+                  "which protections this machine gives the configured ledger")
+    cmd.add_argument("--json", action="store_true")
+    cmd.add_argument("--dir", metavar="FOLDER", default=None,
+                     help="check this folder instead of the escalation ledger's")
+
+    cmd = command("audit", _lazy("._cmd_audit"), "summarise audit files")
+    cmd.add_argument("files", metavar="FILE", nargs="*")
+    cmd.add_argument("--since", metavar="WHEN", default=None,
+                     help="only events at or after WHEN (ISO 8601, or 24h, 7d)")
+    cmd.add_argument("--json", action="store_true")
+
+    cmd = command("demo", _cmd_demo, "record and look up a decision in a demo ledger")
+    cmd.add_argument("--dir", metavar="FOLDER", default=None,
+                     help="folder for the demo ledger (default: a new temporary folder)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``ledgerctl`` and return its exit code."""
+    args: Optional[argparse.Namespace] = None
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help(sys.stderr)
+            return UsageError.exit_code
+        code: int = args.handler(args, sys.stdout)
+        sys.stdout.flush()
+        return code
+    except LedgerError as exc:
+        if args is not None and getattr(args, "traceback", False):
+            raise
+        sys.stderr.write(f"ledgerctl: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("ledgerctl: interrupted.\n")
+        return 130
+    except OSError as exc:
+        if args is not None and getattr(args, "traceback", False):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        sys.stderr.write(f"ledgerctl: I/O error{where}: {exc.strerror or exc}. "
+                         "Nothing was changed; fix the cause and run the command again.\n")
+        return 74
+
+
+def run() -> None:
+    """Entry point of the ``ledgerctl`` script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

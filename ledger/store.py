@@ -1,0 +1,238 @@
+"""The platform-neutral ledger: one write is six steps, each through a backend.
+
+1. the effective policy is loaded (a broken one stops everything);
+2. the folder is opened and checked, and kept open;
+3. the side lock ``<name>.lock`` is opened without following links, checked and locked;
+4. the ledger is read and validated under the lock;
+5. the new content goes to a fresh temp file, fsynced, then replaces the ledger
+   atomically, and the rename is made durable;
+6. the lock is released and one audit event names what was applied and what was not.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Union
+
+from ._backend import Backend, backend_for
+from .errors import LedgerError, LedgerIOError, ProtectionUnavailableError, UsageError
+from .policy import Policy, load_policy
+from .protections import PROTECTIONS, Report
+from .records import MAX_LEDGER_BYTES, Record, Validator, parse, serialize
+
+__all__ = ["Ledger", "WriteResult"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+Mutation = Callable[[list[Record]], list[Record]]
+
+_legacy_warned = False
+
+
+def _warn_legacy() -> None:
+    global _legacy_warned
+    if _legacy_warned:
+        return
+    _legacy_warned = True
+    sys.stderr.write(
+        "ledger: legacy mode: there is no concurrency lock and no link checks; "
+        "several users sharing one home is not supported.\n"
+    )
+
+
+@dataclass
+class WriteResult:
+    """What one write did.
+
+    Attributes:
+        records: The ledger's records after the write, newest last.
+        pruned: How many of the oldest records were dropped to keep the cap.
+        mode: The mode the write ran in.
+        protections: Each protection mapped to the mechanism that applied it, or ``None``.
+        missing: Protections the mode wanted that this platform or filesystem lacked.
+    """
+
+    records: list[Record]
+    pruned: int = 0
+    mode: str = "secure"
+    protections: dict[str, Optional[str]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+class Ledger:
+    """A JSON ledger file: an array of objects, newest last.
+
+    Args:
+        path: The ledger file. Its folder is created (mode 0700) on the first write.
+        policy: The policy to obey; by default the machine's effective policy.
+        cap: Keep only the newest ``cap`` records (``None``: keep all).
+        validate: Extra check for each record; returns a problem, or ``None`` if fine.
+        audit: Write an audit event for every write attempt (the default).
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        policy: Optional[Policy] = None,
+        cap: Optional[int] = None,
+        validate: Optional[Validator] = None,
+        audit: bool = True,
+    ) -> None:
+        path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        self.folder, self.name = os.path.split(path)
+        if not self.name or self.name in (".", ".."):
+            raise UsageError(f"{path} is not a file name a ledger can have.", path=path)
+        if cap is not None and cap < 1:
+            raise UsageError(f"The cap must be at least 1, not {cap}.", path=path)
+        self.path = path
+        self.policy = policy if policy is not None else load_policy()
+        self.cap = cap
+        self.validate = validate
+        self.audit = audit
+
+    @property
+    def lock_name(self) -> str:
+        """Name of the side lock file, in the ledger's folder."""
+        return f"{self.name}.lock"
+
+    # Reading.
+
+    def records(self) -> list[Record]:
+        """Return every record, oldest first; an absent ledger has none.
+
+        Reads take no lock (the replace is atomic) but refuse links like writes do.
+        """
+        report = Report()
+        backend = self._backend(report)
+        try:
+            folder = backend.open_folder(self.folder, create=False, report=report)
+        except FileNotFoundError:
+            return []
+        try:
+            self._refuse_if_strict(report)
+            data = folder.read(self.name, MAX_LEDGER_BYTES)
+        finally:
+            folder.close()
+        return [] if data is None else parse(data, self.path, self.validate)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records())
+
+    def latest(self, predicate: Callable[[Record], bool]) -> Optional[Record]:
+        """Return the newest record for which ``predicate`` is true, or ``None``."""
+        for record in reversed(self.records()):
+            if predicate(record):
+                return record
+        return None
+
+    # Writing.
+
+    def append(self, record: Record) -> WriteResult:
+        """Add ``record`` as the newest entry, pruning the oldest beyond the cap."""
+        if not isinstance(record, dict):
+            raise UsageError("A ledger record must be a JSON object.", path=self.path)
+        if self.validate:
+            problem = self.validate(record, -1)
+            if problem:
+                raise UsageError(f"The new record is not valid: {problem}.", path=self.path)
+        return self.update(lambda records: records + [record])
+
+    def update(self, mutate: Mutation) -> WriteResult:
+        """Replace the records with ``mutate(records)``, under the lock.
+
+        ``mutate`` sees the records as they are on disk once the lock is held.
+        """
+        start = time.monotonic()
+        report = Report(wanted=() if self.policy.mode == "legacy" else PROTECTIONS)
+        trail = self._trail()
+        event: dict[str, Any] = {"outcome": "ok"}
+        try:
+            result = self._write(mutate, report, trail)
+            event["pruned"] = result.pruned
+            return result
+        except LedgerError as exc:
+            event.update(outcome=exc.outcome, reason=exc.reason, message=exc.message)
+            raise
+        except OSError as exc:
+            error = LedgerIOError(
+                f"Could not write {self.path}: {exc.strerror or exc}. The old ledger is intact.",
+                path=self.path,
+            )
+            event.update(outcome="error", reason=error.reason, message=error.message)
+            raise error from exc
+        finally:
+            if trail is not None:
+                event.update(
+                    ledger=self.path,
+                    mode=self.policy.mode,
+                    protections=dict(report.applied),
+                    missing=list(report.missing),
+                    duration_ms=round((time.monotonic() - start) * 1000, 3),
+                )
+                if report.notes:
+                    event["notes"] = list(report.notes)
+                trail.write_event(self.policy, event)
+
+    def _write(self, mutate: Mutation, report: Report, trail: Any) -> WriteResult:
+        if self.policy.mode == "strict" and trail is not None:
+            trail.require(self.policy)
+        backend = self._backend(report)
+        folder = backend.open_folder(self.folder, create=True, report=report)
+        try:
+            self._refuse_if_strict(report)
+            with folder.lock(self.lock_name, self.policy.lock_timeout):
+                folder.remove_stale_temps(self.name)
+                data = folder.read(self.name, MAX_LEDGER_BYTES)
+                records = [] if data is None else parse(data, self.path, self.validate)
+                updated = mutate(list(records))
+                pruned = 0
+                if self.cap is not None and len(updated) > self.cap:
+                    pruned = len(updated) - self.cap
+                    updated = updated[pruned:]
+                folder.replace(self.name, serialize(updated))
+        finally:
+            folder.close()
+        return WriteResult(
+            records=updated,
+            pruned=pruned,
+            mode=self.policy.mode,
+            protections=dict(report.applied),
+            missing=list(report.missing),
+        )
+
+    # Helpers.
+
+    def _backend(self, report: Report) -> Backend:
+        mode = self.policy.mode
+        if mode == "legacy":
+            _warn_legacy()
+        backend = backend_for(mode)
+        for name, mechanism in backend.capabilities().items():
+            if mechanism is None:
+                report.lack(name, f"{name}: not available on {sys.platform} ({backend.name})")
+        self._refuse_if_strict(report)
+        return backend
+
+    def _refuse_if_strict(self, report: Report) -> None:
+        if self.policy.mode != "strict" or not report.missing:
+            return
+        names = ", ".join(report.missing)
+        raise ProtectionUnavailableError(
+            f"Strict mode refused to use {self.path}: this platform or filesystem cannot "
+            f"give {names}. Move the ledger to a local folder, or ask the admin to relax "
+            "the policy.",
+            path=self.path,
+            missing=tuple(report.missing),
+        )
+
+    def _trail(self) -> Any:
+        if not self.audit:
+            return None
+        from .audit import trail
+
+        return trail()
+
+
