@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 
 from . import _netfs
 from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
-from .errors import LedgerIOError, LockTimeoutError, UnsafePathError
+from .errors import LedgerError, LedgerIOError, LockTimeoutError, UnsafePathError
 from .protections import Report
 
 if sys.platform != "win32":
@@ -165,6 +165,8 @@ class PosixFolder:
         path = self._join(name)
         try:
             fd = self._open_checked(name, os.O_RDWR | os.O_CREAT)
+        except LedgerError:
+            raise
         except OSError as exc:
             raise io_error(exc, path, "opening the lock file") from exc
         try:
@@ -207,7 +209,9 @@ class PosixFolder:
             fd = self._open_checked(name, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        except PermissionError as exc:
+        except LedgerError:
+            raise
+        except OSError as exc:
             raise io_error(exc, path, "reading") from exc
         try:
             size = os.fstat(fd).st_size
@@ -366,7 +370,9 @@ class PosixBackend:
             for index, part in enumerate(parts):
                 final = index == len(parts) - 1
                 here = os.path.join(here, part)
-                fd = self._step(fd, part, here, create=create, final=final)
+                child = self._step(fd, part, here, create=create, final=final)
+                os.close(fd)
+                fd = child
             _check_folder(os.fstat(fd), path, final=True)
         except BaseException:
             os.close(fd)
@@ -385,7 +391,7 @@ class PosixBackend:
 
     @staticmethod
     def _step(parent_fd: int, part: str, here: str, *, create: bool, final: bool) -> int:
-        """Open folder ``part`` below ``parent_fd`` (closing the parent), checking it."""
+        """Open folder ``part`` below ``parent_fd``, and check it if it is an ancestor."""
         try:
             try:
                 fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
@@ -408,8 +414,6 @@ class PosixBackend:
             if isinstance(exc, FileNotFoundError):
                 raise
             raise io_error(exc, here, "opening the folder") from exc
-        finally:
-            os.close(parent_fd)
         if not final:
             try:
                 _check_folder(os.fstat(fd), here, final=False)
