@@ -10,13 +10,9 @@ Backends: :mod:`ledger._posix` (Linux, macOS), :mod:`ledger._windows`, and
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, ContextManager, Optional
 
-if sys.version_info >= (3, 8):
-    from typing import Protocol
-else:  # pragma: no cover
-    from typing_extensions import Protocol
+from typing import Protocol
 
 if TYPE_CHECKING:
     from .protections import Report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from typing import Iterator, Optional
 
 from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
@@ -19,6 +20,8 @@ from .errors import CorruptLedgerError
 from .protections import Report
 
 __all__ = ["LegacyBackend", "LegacyFolder"]
+
+_STALE_AFTER = 600.0
 
 
 class LegacyFolder:
@@ -75,8 +78,18 @@ class LegacyFolder:
         self._report.apply("atomic_replace", "os.replace")
 
     def remove_stale_temps(self, name: str) -> list[str]:
-        # Without a lock another writer's temp file may be in use: leave them all.
-        return []
+        # Without a lock a fresh temp file may be another writer's: remove only old ones.
+        removed = []
+        cutoff = time.time() - _STALE_AFTER
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if not is_temp_of(entry.name, name):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        removed.append(entry.name)
+        return removed
 
     def open_append(self, name: str) -> int:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)

@@ -130,7 +130,7 @@ def _lazy(module: str, function: str = "run") -> Handler:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser of ``ledgerctl``."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
                         help="policy file to use (also LEDGER_POLICY)")
     common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
