@@ -10,9 +10,7 @@ Backends: :mod:`ledger._posix` (Linux, macOS), :mod:`ledger._windows`, and
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, ContextManager, Optional
-
-from typing import Protocol
+from typing import TYPE_CHECKING, ContextManager, Optional, Protocol
 
 if TYPE_CHECKING:
     from .protections import Report

@@ -255,7 +255,13 @@ class PosixFolder:
         try:
             os.fsync(self.fd)
         except OSError as exc:
-            raise io_error(exc, self.path, "making the new ledger durable in") from exc
+            raise LedgerIOError(
+                f"{path} was replaced, but the folder could not be flushed to disk "
+                f"({exc.strerror or exc}); the new version may not survive a power loss. "
+                "Check the disk, then run the command again.",
+                path=path,
+                reason="folder_fsync_failed",
+            ) from exc
         self._report.apply("durable_rename", "fsync(dir)")
 
     def _create_temp(self, name: str) -> tuple[str, int]:

@@ -86,7 +86,7 @@ def _cmd_append(args: argparse.Namespace, out: TextIO) -> int:
     text = sys.stdin.read() if args.record == "-" else args.record
     try:
         record = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"The record is not valid JSON ({exc}). Give one JSON object.") from None
     if not isinstance(record, dict):
         raise UsageError("The record must be a JSON object, such as '{\"key\": \"value\"}'.")

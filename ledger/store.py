@@ -163,6 +163,9 @@ class Ledger:
             )
             event.update(outcome="error", reason=error.reason, message=error.message)
             raise error from exc
+        except BaseException as exc:
+            event.update(outcome="error", reason=f"unexpected:{type(exc).__name__}")
+            raise
         finally:
             if trail is not None:
                 event.update(
