@@ -1,11 +1,670 @@
-"""Find, read, check and merge policy files."""
+"""Find, read, check and merge policy files.
+
+Strongest first: the machine policy (one fixed place per OS), an explicit file
+(``--policy`` or ``LEDGER_POLICY``), the user's policy, and the built-in default.
+Each file is opened without following links and trusted only after checks on the
+descriptor that was opened. A file that cannot be read, trusted or validated
+raises :class:`~ledger.errors.PolicyError`; nothing falls back to a weaker mode.
+
+This runs on every hook call, so when no policy file exists it only stats the
+candidate paths: the TOML parser is imported only to read a file that is there.
+"""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+import errno
+import json
+import math
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
 
-from .policy import Policy
+from .errors import PolicyError
+from .policy import MODES, Policy, mode_rank
+
+__all__ = [
+    "KEYS",
+    "MACHINE_POLICY_PATH",
+    "MACHINE_OWNER_UIDS",
+    "POLICY_ENV",
+    "Location",
+    "load",
+    "locations",
+    "machine_policy_path",
+    "user_policy_path",
+    "read_policy",
+    "parse_policy",
+    "policy_problems",
+]
+
+POLICY_ENV = "LEDGER_POLICY"
+MAX_POLICY_BYTES = 256 * 1024
+MAX_LOCK_TIMEOUT = 600.0
+MAX_ESCALATION_CAP = 100_000
+
+# Fixed per OS and computed without any environment variable, so that an
+# unprivileged user cannot point hooks at a machine policy of their own.
+_POSIX_MACHINE_PATHS = {
+    "darwin": "/Library/Application Support/ledger/policy.toml",
+}
+_LINUX_MACHINE_PATH = "/etc/ledger/policy.toml"
+_WINDOWS_PROGRAM_DATA = "C:\\ProgramData"
+
+
+def _fixed_machine_path() -> Optional[str]:
+    """Return the machine policy path where it is a constant (``None`` on Windows)."""
+    if sys.platform == "win32":
+        return None
+    return _POSIX_MACHINE_PATHS.get(sys.platform, _LINUX_MACHINE_PATH)
+
+
+MACHINE_POLICY_PATH: Optional[str] = _fixed_machine_path()
+"""Where the machine policy is looked for; on Windows filled on first use."""
+
+MACHINE_OWNER_UIDS: tuple[int, ...] = (0,)
+"""Owners a machine policy (and each folder above it) may have on POSIX."""
+
+_FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+_TEXT_MODES = ", ".join(f'"{mode}"' for mode in reversed(MODES))
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key a policy file may set.
+
+    Attributes:
+        default: The value when no policy sets the key, as ``policy show`` prints it.
+        allowed: The allowed values, in words, for messages and docs.
+        machine_only: Honoured in the machine policy only.
+    """
+
+    default: str
+    allowed: str
+    machine_only: bool = False
+
+
+KEYS: dict[str, KeySpec] = {
+    "mode": KeySpec('"secure"', _TEXT_MODES),
+    "minimum_mode": KeySpec("none", _TEXT_MODES + " (machine policy only)", machine_only=True),
+    "lock_timeout": KeySpec(
+        "10", f"a number of seconds, more than 0 and at most {MAX_LOCK_TIMEOUT:g}"
+    ),
+    "escalation_dir": KeySpec(
+        '"~/.preview-forge"', "an absolute folder path, or one starting with ~"
+    ),
+    "escalation_cap": KeySpec("200", f"a whole number from 1 to {MAX_ESCALATION_CAP}"),
+    "audit_log": KeySpec(
+        "the user log folder's audit.jsonl", "an absolute file path, or one starting with ~"
+    ),
+    "audit_stderr": KeySpec("false", "true or false"),
+}
+
+
+@dataclass(frozen=True)
+class Location:
+    """A place a policy file is looked for.
+
+    Attributes:
+        kind: ``machine``, ``explicit`` or ``user``.
+        path: The file's absolute path.
+        named_by: For an explicit file, ``--policy`` or the variable's name.
+    """
+
+    kind: str
+    path: str
+    named_by: Optional[str] = None
+
+    @property
+    def required(self) -> bool:
+        """A file named explicitly must exist; elsewhere no file means none is set."""
+        return self.kind == "explicit"
+
+    def describe(self) -> str:
+        """Name the file for a message: ``machine policy /etc/ledger/policy.toml``."""
+        if self.kind != "explicit":
+            return f"{self.kind} policy {self.path}"
+        named = f" (named by {self.named_by})" if self.named_by else ""
+        return f"policy file {self.path}{named}"
+
+
+# Where files are looked for.
+
+
+def machine_policy_path() -> str:
+    """Return the machine policy's fixed path on this OS."""
+    global MACHINE_POLICY_PATH
+    if MACHINE_POLICY_PATH is None:
+        MACHINE_POLICY_PATH = os.path.join(_program_data(), "ledger", "policy.toml")
+    return MACHINE_POLICY_PATH
+
+
+def _program_data() -> str:
+    """Return the ProgramData known folder, never from an environment variable."""
+    try:
+        from . import _winapi
+
+        folder: Callable[[], str] = getattr(_winapi, "program_data_folder")
+        return folder()
+    except (ImportError, AttributeError, OSError):
+        return _WINDOWS_PROGRAM_DATA
+
+
+def user_policy_path() -> str:
+    """Return the user's policy path, under ``platformdirs.user_config_dir("ledger")``."""
+    import platformdirs
+
+    return os.path.join(platformdirs.user_config_dir("ledger", appauthor=False), "policy.toml")
+
+
+def locations(explicit: Optional[str], environ: Mapping[str, str]) -> list[Location]:
+    """Return where policy files are looked for, strongest first."""
+    found = [Location("machine", machine_policy_path())]
+    named_by = "--policy"
+    if not explicit:
+        explicit = environ.get(POLICY_ENV) or None
+        named_by = POLICY_ENV
+    if explicit:
+        path = os.path.abspath(os.path.expanduser(explicit))
+        found.append(Location("explicit", path, named_by))
+    found.append(Location("user", user_policy_path()))
+
+    # The same file named twice counts once, at its strongest place.
+    seen: set[str] = set()
+    unique = []
+    for where in found:
+        key = os.path.normcase(os.path.normpath(where.path))
+        if key not in seen:
+            seen.add(key)
+            unique.append(where)
+    return unique
+
+
+# Reading with trust checks.
+
+
+def _refuse(where: Location, problem: str, step: str) -> PolicyError:
+    return PolicyError(
+        f"Refusing the {where.describe()}: {problem}. {step}",
+        path=where.path,
+        reason="untrusted_policy",
+    )
+
+
+def _unreadable(where: Location, exc: OSError) -> PolicyError:
+    detail = exc.strerror or str(exc)
+    return PolicyError(
+        f"Cannot read the {where.describe()}: {detail}. Fix its permissions or remove it; "
+        "no command runs with a policy that cannot be read.",
+        path=where.path,
+        reason="unreadable_policy",
+    )
+
+
+def read_policy(where: Location) -> Optional[bytes]:
+    """Return the bytes of the policy file at ``where``, or ``None`` if there is none.
+
+    Raises:
+        PolicyError: The file was named and is missing, cannot be read, or is not trusted.
+    """
+    try:
+        os.lstat(where.path)
+    except FileNotFoundError:
+        return _missing(where)
+    except NotADirectoryError:
+        return _missing(where)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+
+    if sys.platform == "win32":
+        fd = _open_windows(where)
+    else:
+        fd = _open_posix(where)
+    if fd is None:
+        return _missing(where)
+
+    try:
+        chunks = []
+        total = 0
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > MAX_POLICY_BYTES:
+                raise PolicyError(
+                    f"The {where.describe()} is larger than {MAX_POLICY_BYTES} bytes, far more "
+                    "than a policy needs. Check that it is the right file.",
+                    path=where.path,
+                    reason="invalid_policy",
+                )
+            chunks.append(chunk)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _missing(where: Location) -> Optional[bytes]:
+    if where.required:
+        raise PolicyError(
+            f"The {where.describe()} does not exist. Create it, or stop naming it; "
+            "a policy named on purpose is never skipped.",
+            path=where.path,
+            reason="missing_policy",
+        )
+    return None
+
+
+def _owners(where: Location) -> tuple[int, ...]:
+    """Owners allowed for the file itself."""
+    if sys.platform == "win32":
+        return ()
+    if where.kind == "machine":
+        return MACHINE_OWNER_UIDS
+    if where.kind == "user":
+        return (os.geteuid(),)
+    return (os.geteuid(), 0)
+
+
+def _write_mask(where: Location) -> int:
+    """Write bits that must be clear: group and others, or only others for an explicit file."""
+    return 0o002 if where.kind == "explicit" else 0o022
+
+
+def _owner_words(where: Location) -> str:
+    if where.kind == "machine":
+        return "root"
+    if where.kind == "user":
+        return "you"
+    return "you or root"
+
+
+def _open_posix(where: Location) -> Optional[int]:
+    """Walk to the file one folder at a time without following links; check and open it."""
+    if sys.platform == "win32":
+        return None
+    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    file_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    parent = os.path.realpath(os.path.dirname(where.path))
+    name = os.path.basename(where.path)
+    folder_owners = tuple(set(_owners(where)) | {0, os.geteuid()})
+    if where.kind == "machine":
+        folder_owners = MACHINE_OWNER_UIDS
+
+    here = "/"
+    try:
+        dir_fd = os.open(here, folder_flags)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+    try:
+        _check_folder(os.fstat(dir_fd), here, where, folder_owners)
+        for part in [part for part in parent.split("/") if part]:
+            here = os.path.join(here, part)
+            try:
+                next_fd = os.open(part, folder_flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _refuse(where, f"{here} is a link or not a folder",
+                                  "Remove it, or ask the admin to check the folder.") from None
+                raise _unreadable(where, exc) from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+            _check_folder(os.fstat(dir_fd), here, where, folder_owners)
+
+        try:
+            fd = os.open(name, file_flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _refuse(where, "it is a symbolic link",
+                              "Put the policy file itself there, not a link to it.") from None
+            raise _unreadable(where, exc) from None
+    finally:
+        os.close(dir_fd)
+
+    try:
+        _check_file(os.fstat(fd), where)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_folder(
+    st: os.stat_result, here: str, where: Location, owners: tuple[int, ...]
+) -> None:
+    """Refuse a folder on the way whose owner is not trusted or that others may change."""
+    if st.st_uid not in owners:
+        raise _refuse(
+            where,
+            f"the folder {here} belongs to uid {st.st_uid}, so that user could replace the file",
+            "Keep policy files in folders of their owner or of root.",
+        )
+    if st.st_mode & _write_mask(where) and not st.st_mode & stat.S_ISVTX:
+        raise _refuse(
+            where,
+            f"other users may write to the folder {here} (mode {stat.S_IMODE(st.st_mode):o})",
+            f"Run 'chmod go-w {here}' and try again.",
+        )
+
+
+def _check_file(st: os.stat_result, where: Location) -> None:
+    """Refuse a policy file that is not a regular file of a trusted owner, private enough."""
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(where, "it is not a regular file", "Replace it with a plain TOML file.")
+    if st.st_uid not in _owners(where):
+        raise _refuse(
+            where,
+            f"it belongs to uid {st.st_uid}; it must belong to {_owner_words(where)}",
+            f"Run 'chown' to give it to {_owner_words(where)}, or remove it.",
+        )
+    if st.st_mode & _write_mask(where):
+        who = "other users" if where.kind == "explicit" else "its group or other users"
+        bits = "o-w" if where.kind == "explicit" else "go-w"
+        raise _refuse(
+            where,
+            f"{who} may write to it (mode {stat.S_IMODE(st.st_mode):o})",
+            f"Run 'chmod {bits} {where.path}' and try again.",
+        )
+
+
+def _open_windows(where: Location) -> Optional[int]:
+    """Open the file, then refuse reparse points on it and on each folder above it."""
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0)
+    try:
+        fd = os.open(where.path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+    try:
+        _check_windows(fd, where)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_windows(fd: int, where: Location) -> None:
+    opened = os.fstat(fd)
+    try:
+        named = os.lstat(where.path)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+    if windows_reparse(named):
+        raise _refuse(where, "it is a link or reparse point",
+                      "Put the policy file itself there, not a link to it.")
+    if (named.st_ino, named.st_dev) != (opened.st_ino, opened.st_dev):
+        raise _refuse(where, "it was replaced while it was being opened",
+                      "Run the command again; if this repeats, check who changes the file.")
+    if not stat.S_ISREG(opened.st_mode):
+        raise _refuse(where, "it is not a regular file", "Replace it with a plain TOML file.")
+    folder = os.path.dirname(where.path)
+    while True:
+        try:
+            if windows_reparse(os.lstat(folder)):
+                raise _refuse(where, f"the folder {folder} is a junction or link",
+                              "Keep policy files in real folders.")
+        except OSError as exc:
+            raise _unreadable(where, exc) from None
+        above = os.path.dirname(folder)
+        if above == folder:
+            break
+        folder = above
+    problem = windows_owner_problem(fd, where)
+    if problem:
+        raise _refuse(where, problem, "Ask an administrator to fix the file's owner and ACL.")
+
+
+def windows_reparse(st: os.stat_result) -> bool:
+    """Tell whether a Windows ``lstat`` result is a reparse point (link, junction...)."""
+    return bool(getattr(st, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT)
+
+
+def windows_owner_problem(fd: int, where: Location) -> Optional[str]:
+    """Judge a policy file's owner and ACL through the Windows seam.
+
+    The seam's ``file_owner_trust(fd)`` returns the owner's class (``"user"``,
+    ``"admin"`` for Administrators, SYSTEM or TrustedInstaller, or ``"other"``)
+    and whether anyone else may write to the file.
+    """
+    try:
+        from . import _winapi
+
+        trust: Callable[[int], tuple[str, bool]] = getattr(_winapi, "file_owner_trust")
+    except (ImportError, AttributeError):
+        if where.kind == "machine":
+            return ("its owner cannot be checked on this system, and any user may create "
+                    "files under ProgramData")
+        return None
+    owner, others_may_write = trust(fd)
+    return judge_windows_owner(owner, others_may_write, where.kind)
+
+
+def judge_windows_owner(owner: str, others_may_write: bool, kind: str) -> Optional[str]:
+    """Return why a Windows policy file with this owner and ACL is not trusted, or ``None``."""
+    allowed = {"machine": ("admin",), "user": ("user",), "explicit": ("user", "admin")}[kind]
+    if owner not in allowed:
+        wanted = "Administrators" if kind == "machine" else "you"
+        if kind == "explicit":
+            wanted = "you or Administrators"
+        return f"its owner is not {wanted}"
+    if others_may_write:
+        return "other users may write to it"
+    return None
+
+
+# Parsing and validation.
+
+
+def _decode(data: bytes) -> str:
+    """Decode UTF-8 (with or without a byte-order mark) or BOM-marked UTF-16."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    return data.decode("utf-8")
+
+
+def _line_of(text: str, key: str) -> Optional[int]:
+    """Return the line where top-level ``key`` is set (or its table starts), if found."""
+    name = re.escape(key)
+    pattern = re.compile(rf"""^\s*\[*\s*(?:"{name}"|'{name}'|{name})\s*[=.\]]""")
+    for number, line in enumerate(text.splitlines(), 1):
+        if pattern.match(line):
+            return number
+    return None
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib as toml
+    else:
+        import importlib
+
+        toml = importlib.import_module("tomli")
+    result: dict[str, Any] = toml.loads(text)
+    return result
+
+
+def _toml_error_types() -> tuple[type[Exception], ...]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        return (tomllib.TOMLDecodeError,)
+    import importlib
+
+    error: type[Exception] = getattr(importlib.import_module("tomli"), "TOMLDecodeError")
+    return (error,)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return "a date or time"
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+def _check_value(key: str, value: Any) -> tuple[Any, Optional[str]]:
+    """Return the value to use and ``None``, or ``None`` and what is wrong."""
+    allowed = KEYS[key].allowed
+    bad = f"must be {allowed}, not {_kind_of(value)}"
+    if key in ("mode", "minimum_mode"):
+        if not isinstance(value, str):
+            return None, bad
+        if value not in MODES:
+            return None, f"must be one of {_TEXT_MODES}, not {_shown(value)}"
+        return value, None
+    if key == "lock_timeout":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None, bad
+        if not math.isfinite(value) or not 0 < value <= MAX_LOCK_TIMEOUT:
+            return None, f"must be {allowed}, not {_shown(value)}"
+        return float(value), None
+    if key == "escalation_cap":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, bad
+        if not 1 <= value <= MAX_ESCALATION_CAP:
+            return None, f"must be {allowed}, not {value}"
+        return value, None
+    if key == "audit_stderr":
+        if not isinstance(value, bool):
+            return None, bad
+        return value, None
+    if not isinstance(value, str):
+        return None, bad
+    expanded = os.path.expanduser(value)
+    if not value.strip() or "\0" in value or not os.path.isabs(expanded):
+        return None, f"must be {allowed}, not {_shown(value)}"
+    return os.path.normpath(expanded), None
+
+
+def policy_problems(data: bytes, kind: str) -> tuple[dict[str, Any], list[str]]:
+    """Parse policy bytes; return the valid settings and every problem found.
+
+    Args:
+        data: The file's bytes (a UTF-8 or UTF-16 byte-order mark and CRLF are fine).
+        kind: ``machine``, ``explicit`` or ``user``; only a machine policy may set
+            ``minimum_mode``.
+    """
+    try:
+        text = _decode(data)
+    except UnicodeDecodeError as exc:
+        return {}, [f"it is not UTF-8 text (byte {exc.start} cannot be decoded)"]
+    try:
+        document = _toml_loads(text)
+    except _toml_error_types() as exc:
+        return {}, [f"TOML syntax error: {exc}"]
+
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in document.items():
+        line = _line_of(text, key)
+        where = f"line {line}: " if line else ""
+        if key not in KEYS:
+            problems.append(
+                f"{where}unknown key {key!r}; the keys are {', '.join(KEYS)}"
+            )
+            continue
+        if KEYS[key].machine_only and kind != "machine":
+            problems.append(
+                f"{where}{key!r} is honoured only in the machine policy "
+                f"({machine_policy_path()}); remove it from this file"
+            )
+            continue
+        checked, problem = _check_value(key, value)
+        if problem:
+            problems.append(f"{where}{key!r} {problem}")
+        else:
+            values[key] = checked
+
+    floor = values.get("minimum_mode")
+    mode = values.get("mode")
+    if floor is not None and mode is not None and mode_rank(mode) < mode_rank(floor):
+        problems.append(
+            f"'mode' {_shown(mode)} is weaker than this file's own minimum_mode {_shown(floor)}"
+        )
+    return values, problems
+
+
+def parse_policy(data: bytes, where: Location) -> dict[str, Any]:
+    """Return the settings of a policy file, or raise one error that lists every problem."""
+    values, problems = policy_problems(data, where.kind)
+    if problems:
+        raise PolicyError(
+            f"The {where.describe()} is not valid: {'; '.join(problems)}. "
+            f"Fix it, then run 'ledgerctl policy check {where.path}'.",
+            path=where.path,
+            reason="invalid_policy",
+        )
+    return values
+
+
+# Merging.
+
+
+def merge(layers: list[tuple[Location, dict[str, Any]]]) -> Policy:
+    """Merge settings key by key, strongest layer first, and apply the machine floor."""
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {key: "default" for key in KEYS}
+    for where, settings in layers:
+        for key, value in settings.items():
+            if key not in values:
+                values[key] = value
+                origins[key] = where.path
+
+    mode: str = values.get("mode", "secure")
+    floor: Optional[str] = values.get("minimum_mode")
+    requested: Optional[str] = None
+    if floor is not None and mode_rank(mode) < mode_rank(floor):
+        requested = mode
+        origins["requested_mode"] = origins["mode"]
+        origins["mode"] = origins["minimum_mode"]
+        mode = floor
+
+    defaults = Policy()
+    return Policy(
+        mode=mode,
+        lock_timeout=values.get("lock_timeout", defaults.lock_timeout),
+        minimum_mode=floor,
+        requested_mode=requested,
+        escalation_dir=values.get("escalation_dir"),
+        escalation_cap=values.get("escalation_cap", defaults.escalation_cap),
+        audit_log=values.get("audit_log"),
+        audit_stderr=values.get("audit_stderr", defaults.audit_stderr),
+        sources=tuple(where.path for where, _ in layers),
+        origins=origins,
+    )
 
 
 def load(explicit: Optional[str], environ: Mapping[str, str]) -> Policy:
-    return Policy()
+    """Load the effective policy: machine, explicit, user, then the default.
+
+    Raises:
+        PolicyError: A policy file cannot be read, is not trusted or is not valid, or
+            a file named explicitly does not exist.
+    """
+    layers = []
+    for where in locations(explicit, environ):
+        data = read_policy(where)
+        if data is not None:
+            layers.append((where, parse_policy(data, where)))
+    return merge(layers)
