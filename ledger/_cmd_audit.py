@@ -1,0 +1,380 @@
+"""``ledgerctl audit [FILE ...] [--since WHEN] [--json]``: summarise audit files.
+
+For each host and ledger it counts writes by outcome and by mode, the writes that
+missed a protection their mode wanted (and which), the ok writes that ran without
+a protection (legacy mode, for one), refusals and errors with their reasons, and
+the writes whose mode a machine floor raised. Lines that are not audit events are
+counted and shown, never fatal. Without FILE it reads the configured audit file
+and its rotated siblings; a FILE may be a folder of collected audit files, and
+``.gz`` files are read too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+from collections import Counter
+from typing import IO, Any, Iterator, Optional, TextIO, cast
+
+from .errors import EXIT_OK, LedgerIOError, UsageError
+
+__all__ = ["run", "summarise", "parse_since", "parse_time", "audit_files_in"]
+
+MAX_LINE = 64 * 1024
+SAMPLES_JSON = 100
+SAMPLES_TABLE = 20
+_UTC = datetime.timezone.utc
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})\.(\d+)")
+_ROTATED = re.compile(r"\.jsonl(\.\d+)?(\.gz)?$")
+
+
+# Times.
+
+def parse_time(text: str) -> Optional[datetime.datetime]:
+    """Parse an ISO 8601 time (``Z`` or an offset; none means UTC); ``None`` if it is not one."""
+    text = text.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    text = _FRACTION.sub(lambda m: f"{m.group(1)}.{(m.group(2) + '000000')[:6]}", text, count=1)
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when.replace(tzinfo=_UTC) if when.tzinfo is None else when.astimezone(_UTC)
+
+
+def parse_since(text: str, now: Optional[datetime.datetime] = None) -> datetime.datetime:
+    """Parse ``--since``: an ISO 8601 date or time, or a span back from now such as 24h or 7d."""
+    now = now or datetime.datetime.now(_UTC)
+    span = _SPAN.match(text)
+    if span:
+        return now - datetime.timedelta(seconds=float(span.group(1)) * _UNITS[span.group(2).lower()])
+    when = parse_time(text)
+    if when is None:
+        raise UsageError(
+            f"--since takes an ISO 8601 time such as 2026-01-31T08:00Z, or a span back from "
+            f"now such as 30m, 24h or 7d, not {text!r}."
+        )
+    return when
+
+
+def _iso(when: Optional[datetime.datetime]) -> Optional[str]:
+    return None if when is None else when.astimezone(_UTC).isoformat().replace("+00:00", "Z")
+
+
+# Which files.
+
+def audit_files_in(folder: str) -> list[str]:
+    """Return the audit files in a folder of collected logs, oldest rotation first."""
+    def order(name: str) -> tuple[str, int]:
+        match = _ROTATED.search(name)
+        number = match.group(1) if match else None
+        return (name[: match.start()] if match else name, -int(number[1:]) if number else 0)
+
+    names = [name for name in os.listdir(folder) if _ROTATED.search(name)]
+    paths = [os.path.join(folder, name) for name in sorted(names, key=order)]
+    return [path for path in paths if os.path.isfile(path)]
+
+
+def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
+    """Return the files to read, and the configured audit file when none was named."""
+    if args.files:
+        paths: list[str] = []
+        for name in args.files:
+            paths.extend(audit_files_in(name) if os.path.isdir(name) else [name])
+        return paths, None
+    from .audit import rotated_paths, trail
+    from .policy import load_policy
+
+    configured = trail().path_for(load_policy(getattr(args, "policy", None)))
+    return rotated_paths(configured), configured
+
+
+def _open(path: str) -> IO[bytes]:
+    if path.endswith(".gz"):
+        import gzip
+
+        return cast("IO[bytes]", gzip.open(path, "rb"))
+    return open(path, "rb")
+
+
+def _lines(handle: IO[bytes]) -> Iterator[tuple[int, Optional[bytes]]]:
+    """Yield ``(number, line)``; a line longer than :data:`MAX_LINE` comes as ``None``."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n"):
+                line = handle.readline(MAX_LINE)
+            yield number, None
+            continue
+        yield number, line
+
+
+# Counting.
+
+class _Group:
+    """The counts of one host and ledger (or of everything, for the totals)."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.outcomes: Counter[str] = Counter()
+        self.modes: Counter[str] = Counter()
+        self.missed = 0
+        self.missing: Counter[str] = Counter()
+        self.ran_without: Counter[str] = Counter()
+        self.refusals: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.raised = 0
+        self.raised_from: Counter[str] = Counter()
+        self.platforms: Counter[str] = Counter()
+        self.users: Counter[str] = Counter()
+        self.first: Optional[datetime.datetime] = None
+        self.last: Optional[datetime.datetime] = None
+
+    def add(self, event: dict[str, Any], when: datetime.datetime) -> None:
+        outcome = _word(event.get("outcome"))
+        mode = _word(event.get("mode"))
+        self.writes += 1
+        self.outcomes[outcome] += 1
+        self.modes[mode] += 1
+        missing = [_word(name) for name in _list(event.get("missing"))]
+        if missing:
+            self.missed += 1
+            self.missing.update(missing)
+        protections = event.get("protections")
+        if outcome == "ok" and isinstance(protections, dict):
+            self.ran_without.update(_word(k) for k, v in protections.items() if v is None)
+        if outcome == "refused":
+            self.refusals[_word(event.get("reason"))] += 1
+        elif outcome != "ok":
+            self.errors[_word(event.get("reason"))] += 1
+        if event.get("raised_by_floor") is True:
+            self.raised += 1
+            self.raised_from[f"{_word(event.get('requested_mode'))}->{mode}"] += 1
+        self.platforms[_word(event.get("platform"))] += 1
+        self.users[_word(event.get("user"))] += 1
+        self.first = when if self.first is None else min(self.first, when)
+        self.last = when if self.last is None else max(self.last, when)
+
+    def as_json(self) -> dict[str, Any]:
+        def counts(counter: Counter[str]) -> dict[str, int]:
+            return dict(sorted(counter.items()))
+
+        return {
+            "writes": self.writes,
+            "outcomes": counts(self.outcomes),
+            "modes": counts(self.modes),
+            "missed": {"writes": self.missed, "protections": counts(self.missing)},
+            "ran_without": counts(self.ran_without),
+            "refusals": counts(self.refusals),
+            "errors": counts(self.errors),
+            "raised_by_floor": {"writes": self.raised, "from": counts(self.raised_from)},
+            "platforms": counts(self.platforms),
+            "users": counts(self.users),
+            "first": _iso(self.first),
+            "last": _iso(self.last),
+        }
+
+
+def _word(value: Any) -> str:
+    if isinstance(value, str) and value:
+        return value
+    return "unknown" if value is None or value == "" else json.dumps(value)[:80]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _problem(text: str) -> tuple[Optional[dict[str, Any]], str]:
+    """Return the event in one line, or ``None`` and what is wrong with it."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(value, dict):
+        return None, f"a JSON {type(value).__name__}, not an object"
+    if not isinstance(value.get("event"), str):
+        return None, "no event name"
+    if not isinstance(value.get("timestamp"), str) or parse_time(value["timestamp"]) is None:
+        return None, "no ISO 8601 timestamp"
+    if value["event"] == "ledger.write" and not isinstance(value.get("outcome"), str):
+        return None, "a ledger.write event without an outcome"
+    return value, ""
+
+
+def _entries(path: str) -> Iterator[tuple[int, Optional[dict[str, Any]], str, str]]:
+    """Yield ``(line number, event or None, problem, text)`` for each non-blank line.
+
+    Raises:
+        LedgerIOError: The file cannot be opened.
+    """
+    try:
+        handle = _open(path)
+    except OSError as exc:
+        raise LedgerIOError(
+            f"Could not read the audit file {path}: {exc.strerror or exc}. "
+            "Check the path and run the command again.",
+            path=path,
+        ) from exc
+    with handle:
+        lines = _lines(handle)
+        number = 0
+        while True:
+            try:
+                number, raw = next(lines)
+            except StopIteration:
+                return
+            except (OSError, EOFError) as exc:
+                yield number + 1, None, f"the rest of the file cannot be read ({exc})", ""
+                return
+            if raw is None:
+                yield number, None, f"longer than {MAX_LINE} bytes", ""
+            elif raw.strip():
+                event, problem = _decode(raw)
+                yield number, event, problem, raw.decode("utf-8", "replace").strip()[:120]
+
+
+def summarise(paths: list[str], since: Optional[datetime.datetime] = None) -> dict[str, Any]:
+    """Read audit files and return the summary that ``--json`` prints.
+
+    Raises:
+        LedgerIOError: A file cannot be opened.
+    """
+    totals = _Group()
+    groups: dict[tuple[str, str], _Group] = {}
+    files: list[dict[str, Any]] = []
+    other: Counter[str] = Counter()
+    malformed: list[dict[str, Any]] = []
+    malformed_count = before = 0
+
+    for path in paths:
+        counts: Counter[str] = Counter()
+        for number, event, problem, text in _entries(path):
+            counts["lines"] += 1
+            if event is None:
+                counts["malformed"] += 1
+                malformed_count += 1
+                if len(malformed) < SAMPLES_JSON:
+                    malformed.append({"file": path, "line": number, "problem": problem,
+                                      "text": text})
+                continue
+            when = parse_time(event["timestamp"]) or datetime.datetime.min.replace(tzinfo=_UTC)
+            if since is not None and when < since:
+                before += 1
+            elif event["event"] != "ledger.write":
+                other[event["event"]] += 1
+            else:
+                counts["writes"] += 1
+                key = (_word(event.get("host")), _word(event.get("ledger")))
+                groups.setdefault(key, _Group()).add(event, when)
+                totals.add(event, when)
+        files.append({"path": path, "lines": counts["lines"], "writes": counts["writes"],
+                      "malformed": counts["malformed"]})
+
+    return {
+        "files": files,
+        "since": _iso(since),
+        "writes": totals.writes,
+        "other_events": dict(sorted(other.items())),
+        "before_since": before,
+        "malformed": {"lines": malformed_count, "samples": malformed},
+        "totals": totals.as_json(),
+        "groups": [
+            dict({"host": host, "ledger": ledger}, **group.as_json())
+            for (host, ledger), group in sorted(groups.items())
+        ],
+    }
+
+
+def _decode(raw: bytes) -> tuple[Optional[dict[str, Any]], str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    return _problem(text)
+
+
+# Showing.
+
+def _counts(counter: dict[str, int], none: str = "none") -> str:
+    if not counter:
+        return none
+    return ", ".join(f"{name} {count}" for name, count in
+                     sorted(counter.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> None:
+    files = summary["files"]
+    if not files:
+        where = f" at {configured}" if configured else ""
+        out.write(f"No audit files{where} yet: no write has been audited there.\n")
+        return
+    out.write(f"Audit files ({len(files)}):\n")
+    for stats in files:
+        out.write(f"  {stats['path']}  {stats['writes']} writes, "
+                  f"{stats['malformed']} malformed of {stats['lines']} lines\n")
+    if summary["since"]:
+        out.write(f"Since {summary['since']}: {summary['before_since']} earlier events left out\n")
+    totals = summary["totals"]
+    out.write(f"Writes: {summary['writes']} ({_counts(totals['outcomes'])})\n")
+    missed = totals["missed"]
+    out.write(f"Missed a protection the mode wanted: {missed['writes']} writes"
+              f"{' (' + _counts(missed['protections']) + ')' if missed['writes'] else ''}\n")
+    raised = totals["raised_by_floor"]
+    out.write(f"Raised by a machine floor: {raised['writes']} writes\n")
+    if summary["other_events"]:
+        out.write(f"Other events: {_counts(summary['other_events'])}\n")
+    out.write(f"Malformed lines: {summary['malformed']['lines']}\n")
+
+    for group in summary["groups"]:
+        flag = "!" if group["missed"]["writes"] else " "
+        out.write(f"\n{flag} host {group['host']}  ledger {group['ledger']}\n")
+        rows = [
+            ("writes", f"{group['writes']} ({_counts(group['outcomes'])})"),
+            ("modes", _counts(group["modes"])),
+            ("missed", f"{group['missed']['writes']} writes"
+             + (f": {_counts(group['missed']['protections'])}" if group["missed"]["writes"]
+                else "")),
+            ("ran without", _counts(group["ran_without"])),
+            ("refusals", _counts(group["refusals"])),
+            ("errors", _counts(group["errors"])),
+            ("raised", f"{group['raised_by_floor']['writes']} writes"
+             + (f": {_counts(group['raised_by_floor']['from'])}"
+                if group["raised_by_floor"]["writes"] else "")),
+            ("platforms", _counts(group["platforms"])),
+            ("between", f"{group['first']} and {group['last']}"),
+        ]
+        for label, value in rows:
+            out.write(f"    {label:<12} {value}\n")
+
+    samples = summary["malformed"]["samples"]
+    if samples:
+        out.write(f"\nMalformed lines ({summary['malformed']['lines']}):\n")
+        for sample in samples[:SAMPLES_TABLE]:
+            out.write(f"  {sample['file']}:{sample['line']}  {sample['problem']}: "
+                      f"{json.dumps(sample['text'], ensure_ascii=True)[:100]}\n")
+        if summary["malformed"]["lines"] > SAMPLES_TABLE:
+            out.write(f"  ... and {summary['malformed']['lines'] - SAMPLES_TABLE} more "
+                      "(--json lists up to 100)\n")
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    """Summarise the audit files named in ``args`` (or the configured ones)."""
+    since = parse_since(args.since) if args.since else None
+    paths, configured = _files(args)
+    summary = summarise(paths, since)
+    if args.json:
+        out.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    else:
+        _table(summary, out, configured)
+    return EXIT_OK
