@@ -284,48 +284,29 @@ def _owner_words(where: Location) -> str:
 
 
 def _open_posix(where: Location) -> Optional[int]:
-    """Walk to the file one folder at a time without following links; check and open it."""
+    """Walk to the file one checked folder at a time, then open it without following links.
+
+    A folder on the way may be a symbolic link (a dotfiles folder, ``/var`` on
+    macOS): it is followed only from a folder that already passed the checks,
+    and every folder it leads to is checked in turn.
+    """
     if sys.platform == "win32":
         return None
-    folder_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     file_flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
-    parent = os.path.realpath(os.path.dirname(where.path))
-    name = os.path.basename(where.path)
-    folder_owners = tuple(set(_owners(where)) | {0, os.geteuid()})
-    if where.kind == "machine":
-        folder_owners = MACHINE_OWNER_UIDS
+    owners = MACHINE_OWNER_UIDS if where.kind == "machine" else (os.geteuid(), 0)
+    dir_fd = _walk(where, os.path.dirname(where.path), owners)
+    if dir_fd is None:
+        return None
 
-    here = "/"
     try:
-        dir_fd = os.open(here, folder_flags)
+        fd = os.open(os.path.basename(where.path), file_flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(where, "it is a symbolic link",
+                          "Put the policy file itself there, not a link to it.") from None
         raise _unreadable(where, exc) from None
-    try:
-        _check_folder(os.fstat(dir_fd), here, where, folder_owners)
-        for part in [part for part in parent.split("/") if part]:
-            here = os.path.join(here, part)
-            try:
-                next_fd = os.open(part, folder_flags, dir_fd=dir_fd)
-            except FileNotFoundError:
-                return None
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise _refuse(where, f"{here} is a link or not a folder",
-                                  "Remove it, or ask the admin to check the folder.") from None
-                raise _unreadable(where, exc) from None
-            os.close(dir_fd)
-            dir_fd = next_fd
-            _check_folder(os.fstat(dir_fd), here, where, folder_owners)
-
-        try:
-            fd = os.open(name, file_flags, dir_fd=dir_fd)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _refuse(where, "it is a symbolic link",
-                              "Put the policy file itself there, not a link to it.") from None
-            raise _unreadable(where, exc) from None
     finally:
         os.close(dir_fd)
 
@@ -335,6 +316,58 @@ def _open_posix(where: Location) -> Optional[int]:
         os.close(fd)
         raise
     return fd
+
+
+def _walk(where: Location, folder: str, owners: tuple[int, ...]) -> Optional[int]:
+    """Open ``folder`` from ``/`` down, checking each step; ``None`` if a step is missing."""
+    if sys.platform == "win32":
+        return None
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    pending = [part for part in folder.split("/") if part]
+    here = "/"
+    links = 0
+    dir_fd = os.open("/", flags)
+    try:
+        _check_folder(os.fstat(dir_fd), here, where, owners)
+        while pending:
+            part = pending.pop(0)
+            if part == ".":
+                continue
+            try:
+                next_fd = os.open(part, flags, dir_fd=dir_fd)
+            except FileNotFoundError:
+                os.close(dir_fd)
+                return None
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise _unreadable(where, exc) from None
+                target = _link_target(dir_fd, part)
+                links += 1
+                if target is None or links > 40:
+                    raise _refuse(where, f"{os.path.join(here, part)} is not a folder",
+                                  "Remove what is there, or check the path.") from None
+                if target.startswith("/"):
+                    os.close(dir_fd)
+                    dir_fd = os.open("/", flags)
+                    here = "/"
+                pending[:0] = [item for item in target.split("/") if item]
+                continue
+            os.close(dir_fd)
+            dir_fd = next_fd
+            here = os.path.dirname(here) if part == ".." else os.path.join(here, part)
+            _check_folder(os.fstat(dir_fd), here, where, owners)
+    except BaseException:
+        os.close(dir_fd)
+        raise
+    return dir_fd
+
+
+def _link_target(dir_fd: int, name: str) -> Optional[str]:
+    """Return where link ``name`` in the open folder points, or ``None`` if it is no link."""
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:
+        return None
 
 
 def _check_folder(

@@ -1,0 +1,496 @@
+"""The policy loader: precedence, the machine floor, validation, trust and fixed locations."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+import ledger
+from ledger import _policy_load
+from ledger._policy_load import Location, judge_windows_owner, load, policy_problems
+from ledger.errors import PolicyError
+from ledger.policy import load_policy
+
+from conftest import REPO
+
+POSIX = pytest.mark.skipif(os.name == "nt", reason="POSIX owners and modes")
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+POLICIES = REPO / "policies"
+
+
+@pytest.fixture
+def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the machine policy at a folder of the test, trusted as if owned by root."""
+    folder = tmp_path / "machine" / "ledger"
+    folder.mkdir(parents=True, mode=0o755)
+    path = folder / "policy.toml"
+    monkeypatch.setattr(_policy_load, "MACHINE_POLICY_PATH", str(path))
+    if hasattr(os, "geteuid"):
+        monkeypatch.setattr(_policy_load, "MACHINE_OWNER_UIDS", (0, os.geteuid()))
+    return path
+
+
+@pytest.fixture
+def user() -> Path:
+    """The user's policy path in the isolated config folder (its folder created 0700)."""
+    path = Path(_policy_load.user_policy_path())
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    return path
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> Path:
+    """Write a policy file with an exact mode."""
+    path.write_bytes(text.encode("utf-8"))
+    os.chmod(path, mode)
+    return path
+
+
+def load_error(explicit: Optional[str] = None) -> PolicyError:
+    """Load the effective policy and return the PolicyError it must raise."""
+    with pytest.raises(PolicyError) as caught:
+        load_policy(explicit)
+    assert caught.value.exit_code == 78
+    return caught.value
+
+
+class TestPrecedence:
+    def test_no_file_gives_the_secure_default(self, machine: Path) -> None:
+        """With no policy file anywhere the mode is secure and every value comes from the default."""
+        policy = load_policy()
+        assert policy.mode == "secure"
+        assert policy.lock_timeout == 10.0
+        assert policy.sources == ()
+        assert set(policy.origins.values()) == {"default"}
+        assert policy.requested_mode is None and not policy.raised
+
+    def test_keys_merge_strongest_first(self, machine: Path, user: Path, tmp_path: Path) -> None:
+        """Each key comes from the strongest file that sets it: machine, explicit, then user."""
+        write(machine, "lock_timeout = 3\n")
+        explicit = write(tmp_path / "explicit.toml",
+                         'mode = "strict"\nlock_timeout = 5\nescalation_cap = 50\n')
+        write(user, 'mode = "legacy"\nescalation_cap = 10\naudit_stderr = true\n')
+        policy = load_policy(str(explicit))
+        assert (policy.mode, policy.lock_timeout, policy.escalation_cap, policy.audit_stderr) == (
+            "strict", 3.0, 50, True)
+        assert policy.sources == (str(machine), str(explicit), str(user))
+        assert policy.origins["lock_timeout"] == str(machine)
+        assert policy.origins["mode"] == str(explicit)
+        assert policy.origins["escalation_cap"] == str(explicit)
+        assert policy.origins["audit_stderr"] == str(user)
+        assert policy.origins["audit_log"] == "default"
+
+    def test_variable_names_the_explicit_file(
+        self, machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """LEDGER_POLICY names the explicit file when no --policy is given."""
+        explicit = write(tmp_path / "env.toml", 'mode = "strict"\n')
+        monkeypatch.setenv("LEDGER_POLICY", str(explicit))
+        policy = load_policy()
+        assert policy.mode == "strict" and policy.sources == (str(explicit),)
+
+    def test_flag_wins_over_variable(
+        self, machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """--policy replaces LEDGER_POLICY: the variable's (broken) file is not even read."""
+        broken = write(tmp_path / "broken.toml", "mode = \n")
+        flag = write(tmp_path / "flag.toml", 'mode = "legacy"\n')
+        monkeypatch.setenv("LEDGER_POLICY", str(broken))
+        assert load_policy(str(flag)).mode == "legacy"
+
+    def test_same_file_named_twice_counts_once(self, machine: Path, user: Path) -> None:
+        """The user's own policy named with --policy is read once, at its stronger place."""
+        write(user, 'mode = "strict"\n')
+        policy = load_policy(str(user))
+        assert policy.sources == (str(user),)
+
+    def test_paths_expand_the_home_folder(self, machine: Path, user: Path) -> None:
+        """~ in escalation_dir and audit_log becomes the user's home folder."""
+        write(user, 'escalation_dir = "~/esc"\naudit_log = "~/logs/a.jsonl"\n')
+        policy = load_policy()
+        home = os.path.expanduser("~")
+        assert policy.escalation_dir == os.path.join(home, "esc")
+        assert policy.audit_log == os.path.join(home, "logs", "a.jsonl")
+
+
+class TestFloor:
+    def test_user_legacy_is_raised_to_the_machine_floor(self, machine: Path, user: Path) -> None:
+        """A user policy asking for legacy under a secure floor runs secure and records it."""
+        write(machine, 'minimum_mode = "secure"\n')
+        write(user, 'mode = "legacy"\n')
+        policy = load_policy()
+        assert policy.mode == "secure"
+        assert policy.requested_mode == "legacy" and policy.raised
+        assert policy.origins["mode"] == str(machine)
+        assert policy.origins["requested_mode"] == str(user)
+
+    def test_stronger_choice_is_kept(self, machine: Path, user: Path) -> None:
+        """A mode at or above the floor is left as chosen, with nothing recorded as raised."""
+        write(machine, 'minimum_mode = "secure"\n')
+        write(user, 'mode = "strict"\n')
+        policy = load_policy()
+        assert policy.mode == "strict" and policy.requested_mode is None
+
+    def test_default_is_raised_to_a_strict_floor(self, machine: Path) -> None:
+        """With a strict floor and no mode chosen, the default secure is raised to strict."""
+        write(machine, 'minimum_mode = "strict"\n')
+        policy = load_policy()
+        assert (policy.mode, policy.requested_mode, policy.minimum_mode) == (
+            "strict", "secure", "strict")
+
+    @pytest.mark.parametrize("where", ["user", "explicit"])
+    def test_floor_outside_the_machine_policy_is_an_error(
+        self, machine: Path, user: Path, tmp_path: Path, where: str
+    ) -> None:
+        """minimum_mode anywhere but the machine policy stops with 78, naming file and key."""
+        path = user if where == "user" else tmp_path / "explicit.toml"
+        write(path, 'minimum_mode = "legacy"\n')
+        error = load_error(str(path) if where == "explicit" else None)
+        assert str(path) in error.message and "minimum_mode" in error.message
+
+    def test_machine_mode_below_its_own_floor_is_an_error(self, machine: Path) -> None:
+        """A machine policy whose mode is weaker than its own floor is refused as inconsistent."""
+        write(machine, 'mode = "legacy"\nminimum_mode = "secure"\n')
+        error = load_error()
+        assert str(machine) in error.message and "minimum_mode" in error.message
+
+
+INVALID = [
+    ("syntax", 'mode = "secure"\nlock_timeout = \n', ["line 2", "TOML syntax error"]),
+    ("unknown key", 'mode = "secure"\ncolour = "blue"\n', ["line 2", "'colour'", "the keys are"]),
+    ("unknown mode", 'mode = "fast"\n', ["'mode'", '"strict", "secure", "legacy"', '"fast"']),
+    ("mode not text", "mode = 3\n", ["'mode'", '"strict"', "not a number"]),
+    ("timeout text", 'lock_timeout = "10"\n', ["'lock_timeout'", "more than 0", "not text"]),
+    ("timeout zero", "lock_timeout = 0\n", ["'lock_timeout'", "at most 600"]),
+    ("timeout negative", "lock_timeout = -1.5\n", ["'lock_timeout'", "-1.5"]),
+    ("timeout huge", "lock_timeout = 86400\n", ["'lock_timeout'", "at most 600"]),
+    ("timeout nan", "lock_timeout = nan\n", ["'lock_timeout'", "nan"]),
+    ("timeout inf", "lock_timeout = inf\n", ["'lock_timeout'", "inf"]),
+    ("timeout bool", "lock_timeout = true\n", ["'lock_timeout'", "true/false"]),
+    ("cap zero", "escalation_cap = 0\n", ["'escalation_cap'", "from 1 to"]),
+    ("cap float", "escalation_cap = 2.5\n", ["'escalation_cap'", "whole number"]),
+    ("cap bool", "escalation_cap = false\n", ["'escalation_cap'", "true/false"]),
+    ("dir relative", 'escalation_dir = "ledgers"\n', ["'escalation_dir'", "absolute", "~"]),
+    ("dir table", "[escalation_dir]\npath = 1\n", ["line 1", "'escalation_dir'", "a table"]),
+    ("audit empty", 'audit_log = ""\n', ["'audit_log'", "absolute"]),
+    ("audit array", 'audit_log = ["/a"]\n', ["'audit_log'", "an array"]),
+    ("stderr text", 'audit_stderr = "yes"\n', ["'audit_stderr'", "true or false"]),
+]
+
+
+class TestValidation:
+    @pytest.mark.parametrize("name,text,words", INVALID, ids=[row[0] for row in INVALID])
+    def test_invalid_policy_is_78_naming_file_key_and_allowed_values(
+        self, machine: Path, tmp_path: Path, name: str, text: str, words: list[str]
+    ) -> None:
+        """Every kind of invalid policy stops with 78; the message names the file and the fix."""
+        path = write(tmp_path / "bad.toml", text)
+        error = load_error(str(path))
+        assert str(path) in error.message
+        for word in words:
+            assert word in error.message, (word, error.message)
+        assert error.reason == "invalid_policy"
+
+    def test_every_problem_is_reported_at_once(self) -> None:
+        """Several mistakes in one file are all listed, each with its line."""
+        values, problems = policy_problems(
+            b'mode = "x"\nlock_timeout = -1\ncolour = 1\naudit_stderr = true\n', "user")
+        assert [problem.split(":")[0] for problem in problems] == ["line 1", "line 2", "line 3"]
+        assert values == {"audit_stderr": True}
+
+    def test_windows_editor_files_are_accepted(self, machine: Path, tmp_path: Path) -> None:
+        """A UTF-8 byte-order mark with CRLF line ends, and BOM-marked UTF-16, both load."""
+        text = '# saved by Notepad\r\nmode = "strict"\r\nlock_timeout = 2.5\r\n'
+        utf8 = tmp_path / "utf8.toml"
+        utf8.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        utf16 = tmp_path / "utf16.toml"
+        utf16.write_bytes(text.encode("utf-16"))
+        for path in (utf8, utf16):
+            os.chmod(path, 0o644)
+            policy = load_policy(str(path))
+            assert (policy.mode, policy.lock_timeout) == ("strict", 2.5)
+
+    def test_bytes_that_are_not_text_are_an_error(self, machine: Path, tmp_path: Path) -> None:
+        """A file that is not UTF-8 is refused with 78, not read as garbage."""
+        path = tmp_path / "latin1.toml"
+        path.write_bytes('mode = "s\xe9cure"\n'.encode("latin-1"))
+        assert "not UTF-8" in load_error(str(path)).message
+
+    def test_a_huge_file_is_refused(self, machine: Path, tmp_path: Path) -> None:
+        """A policy file far larger than any policy is refused instead of parsed."""
+        path = write(tmp_path / "huge.toml", "# " + "x" * (300 * 1024) + "\n")
+        assert "larger than" in load_error(str(path)).message
+
+    def test_empty_file_sets_nothing(self, machine: Path, tmp_path: Path) -> None:
+        """An empty policy is valid, is listed as a source and changes no value."""
+        path = write(tmp_path / "empty.toml", "")
+        policy = load_policy(str(path))
+        assert policy.sources == (str(path),) and policy.mode == "secure"
+
+    @pytest.mark.parametrize("name", ["strict", "secure", "legacy"])
+    def test_example_policies_load(self, machine: Path, name: str) -> None:
+        """Each commented example in policies/ loads as an explicit policy and sets its mode."""
+        path = POLICIES / f"{name}.toml"
+        text = path.read_text(encoding="utf-8")
+        assert text.lstrip().startswith("#"), "the example must open with comments"
+        if os.name == "nt":
+            values, problems = policy_problems(path.read_bytes(), "explicit")
+            assert problems == [] and values["mode"] == name
+            return
+        assert load(str(path), {}).mode == name
+
+    def test_strict_example_with_its_floor_is_a_valid_machine_policy(self, machine: Path) -> None:
+        """Uncommenting minimum_mode in policies/strict.toml gives a valid machine floor."""
+        text = (POLICIES / "strict.toml").read_text(encoding="utf-8")
+        assert '# minimum_mode = "strict"' in text
+        write(machine, text.replace('# minimum_mode = "strict"', 'minimum_mode = "strict"'))
+        policy = load_policy()
+        assert (policy.mode, policy.minimum_mode) == ("strict", "strict")
+
+
+class TestMissingFiles:
+    def test_missing_explicit_file_is_78(self, machine: Path, tmp_path: Path) -> None:
+        """A file named with --policy that does not exist stops with 78."""
+        error = load_error(str(tmp_path / "nope.toml"))
+        assert "does not exist" in error.message and "--policy" in error.message
+
+    def test_missing_variable_file_is_78(
+        self, machine: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file named by LEDGER_POLICY that does not exist stops with 78, naming the variable."""
+        monkeypatch.setenv("LEDGER_POLICY", str(tmp_path / "nope.toml"))
+        assert "LEDGER_POLICY" in load_error().message
+
+    def test_policy_path_that_is_a_folder_is_78(self, machine: Path, user: Path) -> None:
+        """A folder where the user policy should be is not skipped: 78."""
+        user.mkdir()
+        assert "not a regular file" in load_error().message
+
+
+@POSIX
+class TestTrust:
+    def test_machine_policy_of_another_owner_is_refused(
+        self, machine: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A machine policy not owned by root is refused (78), never skipped."""
+        write(machine, 'mode = "legacy"\n')
+        monkeypatch.setattr(_policy_load, "MACHINE_OWNER_UIDS", (0,))
+        if IS_ROOT:
+            os.chown(machine, 65534, -1)
+        error = load_error()
+        assert str(machine) in error.message and "root" in error.message
+        assert error.reason == "untrusted_policy"
+
+    def test_machine_policy_group_writable_is_refused(self, machine: Path) -> None:
+        """A machine policy its group may write is refused."""
+        write(machine, 'mode = "legacy"\n', 0o664)
+        assert "chmod go-w" in load_error().message
+
+    def test_machine_folder_writable_by_others_is_refused(self, machine: Path) -> None:
+        """A machine policy in a folder others may write (not sticky) is refused."""
+        write(machine, 'mode = "legacy"\n')
+        os.chmod(machine.parent, 0o777)
+        try:
+            error = load_error()
+        finally:
+            os.chmod(machine.parent, 0o755)
+        assert str(machine.parent) in error.message
+
+    def test_user_policy_group_writable_is_refused(self, machine: Path, user: Path) -> None:
+        """The user's policy must not be writable by its group or others."""
+        write(user, 'mode = "legacy"\n', 0o660)
+        assert str(user) in load_error().message
+
+    @pytest.mark.skipif(not IS_ROOT, reason="needs root to give a file to another user")
+    def test_user_policy_of_another_owner_is_refused(self, machine: Path, user: Path) -> None:
+        """A user policy that belongs to someone else is refused."""
+        write(user, 'mode = "legacy"\n')
+        os.chown(user, 65534, -1)
+        assert "uid 65534" in load_error().message
+
+    @pytest.mark.skipif(not IS_ROOT, reason="needs root to give a file to another user")
+    def test_explicit_policy_of_another_owner_is_refused(
+        self, machine: Path, tmp_path: Path
+    ) -> None:
+        """An explicit policy must belong to the user or root."""
+        path = write(tmp_path / "theirs.toml", 'mode = "legacy"\n')
+        os.chown(path, 65534, -1)
+        assert "uid 65534" in load_error(str(path)).message
+
+    def test_explicit_policy_group_writable_is_allowed_others_not(
+        self, machine: Path, tmp_path: Path
+    ) -> None:
+        """An explicit file may be group-writable, but not writable by everyone."""
+        path = write(tmp_path / "team.toml", 'mode = "strict"\n', 0o664)
+        assert load_policy(str(path)).mode == "strict"
+        os.chmod(path, 0o646)
+        assert "chmod o-w" in load_error(str(path)).message
+
+    def test_symlinked_policy_is_refused(self, machine: Path, user: Path, tmp_path: Path) -> None:
+        """A link where the user policy should be is refused, not followed."""
+        target = write(tmp_path / "target.toml", 'mode = "legacy"\n')
+        user.symlink_to(target)
+        error = load_error()
+        assert "symbolic link" in error.message and str(user) in error.message
+
+    def test_fifo_policy_is_refused_without_hanging(self, machine: Path, tmp_path: Path) -> None:
+        """A FIFO named as the policy is refused at once (opened non-blocking, then checked)."""
+        path = tmp_path / "fifo.toml"
+        os.mkfifo(path, 0o600)
+        assert "not a regular file" in load_error(str(path)).message
+
+    def test_folder_link_to_a_checked_folder_is_followed(
+        self, machine: Path, tmp_path: Path
+    ) -> None:
+        """A folder link (as dotfile managers make) is followed, and its target is checked."""
+        real = tmp_path / "dotfiles"
+        real.mkdir(mode=0o700)
+        write(real / "policy.toml", 'mode = "strict"\n')
+        (tmp_path / "cfg").symlink_to(real)
+        assert load_policy(str(tmp_path / "cfg" / "policy.toml")).mode == "strict"
+
+    def test_folder_link_to_an_open_folder_is_refused(
+        self, machine: Path, tmp_path: Path
+    ) -> None:
+        """A folder link leading to a folder everyone may write is refused: the target is checked."""
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        write(shared / "policy.toml", 'mode = "legacy"\n')
+        os.chmod(shared, 0o777)
+        (tmp_path / "cfg").symlink_to(shared)
+        error = load_error(str(tmp_path / "cfg" / "policy.toml"))
+        assert str(shared) in error.message
+
+    @pytest.mark.skipif(IS_ROOT, reason="root reads any file")
+    def test_unreadable_policy_is_78(self, machine: Path, user: Path) -> None:
+        """A user policy that cannot be read stops with 78 instead of being skipped."""
+        write(user, 'mode = "legacy"\n', 0o000)
+        assert "Cannot read" in load_error().message
+
+
+class TestMachineLocation:
+    # Variables that could name a system folder; the user's own (HOME, XDG_CONFIG_HOME,
+    # APPDATA...) legitimately move the user policy and are tested in-process only.
+    SYSTEM = ("XDG_CONFIG_DIRS", "XDG_DATA_DIRS", "ProgramData", "PROGRAMDATA",
+              "ALLUSERSPROFILE", "SystemDrive", "PUBLIC")
+    HOSTILE = SYSTEM + ("XDG_CONFIG_HOME", "HOME", "APPDATA", "LOCALAPPDATA", "USERPROFILE")
+
+    def test_fixed_path_ignores_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Computing the machine path under hostile variables gives the OS's fixed path."""
+        for name in self.HOSTILE:
+            monkeypatch.setenv(name, str(tmp_path / "evil"))
+        expected = {"linux": "/etc/ledger/policy.toml",
+                    "darwin": "/Library/Application Support/ledger/policy.toml"}
+        fixed = _policy_load._fixed_machine_path()
+        if sys.platform == "win32":
+            assert fixed is None
+            assert not _policy_load._program_data().startswith(str(tmp_path))
+        else:
+            assert fixed == expected.get(sys.platform, "/etc/ledger/policy.toml")
+
+    def test_program_data_falls_back_to_the_literal_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the Windows seam the machine folder is C:\\ProgramData, never %ProgramData%."""
+        monkeypatch.setenv("ProgramData", str(tmp_path / "evil"))
+        monkeypatch.setenv("PROGRAMDATA", str(tmp_path / "evil"))
+        fake = types.ModuleType("ledger._winapi")
+        monkeypatch.setitem(sys.modules, "ledger._winapi", fake)
+        monkeypatch.setattr(ledger, "_winapi", fake, raising=False)
+        assert _policy_load._program_data() == "C:\\ProgramData"
+        monkeypatch.setattr(_policy_load, "MACHINE_POLICY_PATH", None)
+        path = _policy_load.machine_policy_path()
+        assert path.startswith("C:\\ProgramData") and path.endswith("policy.toml")
+        assert _policy_load.MACHINE_POLICY_PATH == path
+
+    def test_program_data_comes_from_the_seam(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """On Windows the known folder is asked of the seam's program_data_folder()."""
+        fake = types.ModuleType("ledger._winapi")
+        setattr(fake, "program_data_folder", lambda: "D:\\Data")
+        monkeypatch.setitem(sys.modules, "ledger._winapi", fake)
+        monkeypatch.setattr(ledger, "_winapi", fake, raising=False)
+        assert _policy_load._program_data() == "D:\\Data"
+
+    def test_environment_cannot_move_the_machine_policy(self, tmp_path: Path) -> None:
+        """A fresh process with hostile variables looks at the fixed path and ignores planted files."""
+        evil = tmp_path / "evil"
+        for sub in ("ledger", "xdg/ledger"):
+            (evil / sub).mkdir(parents=True)
+            write(evil / sub / "policy.toml", 'mode = "legacy"\n')
+        env = dict(os.environ)
+        env.update({name: str(evil) for name in self.SYSTEM})
+        env["XDG_CONFIG_DIRS"] = str(evil / "xdg")
+        code = ("import json, sys; from ledger import _policy_load as p; "
+                "print(json.dumps([p.machine_policy_path(), p.MACHINE_POLICY_PATH]))")
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout
+        machine_path, attribute = json.loads(out)
+        assert machine_path == attribute
+        assert not machine_path.startswith(str(tmp_path))
+        if sys.platform.startswith("linux"):
+            assert machine_path == "/etc/ledger/policy.toml"
+
+        shown = subprocess.run([sys.executable, "-m", "ledger", "policy", "show", "--json"],
+                               env=env, capture_output=True, text=True)
+        if shown.returncode == 0:
+            info = json.loads(shown.stdout)
+            assert (info["files"][0]["kind"], info["files"][0]["path"]) == (
+                "machine", machine_path)
+            assert not any(source.startswith(str(tmp_path)) for source in info["sources"])
+        else:
+            # A real machine policy on this host may refuse; it must still be the fixed one.
+            assert machine_path in shown.stderr
+
+
+class TestWindowsJudgement:
+    @pytest.mark.parametrize("owner,others,kind,ok", [
+        ("admin", False, "machine", True),
+        ("user", False, "machine", False),
+        ("other", False, "machine", False),
+        ("admin", True, "machine", False),
+        ("user", False, "user", True),
+        ("admin", False, "user", False),
+        ("user", True, "user", False),
+        ("user", False, "explicit", True),
+        ("admin", False, "explicit", True),
+        ("other", False, "explicit", False),
+    ])
+    def test_owner_and_acl_rules(self, owner: str, others: bool, kind: str, ok: bool) -> None:
+        """Windows trust: machine by Administrators, user by the user, nobody else may write."""
+        assert (judge_windows_owner(owner, others, kind) is None) is ok
+
+    def test_machine_policy_without_an_owner_check_is_refused(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the seam's owner check a Windows machine policy is not trusted; a user's is."""
+        fake = types.ModuleType("ledger._winapi")
+        monkeypatch.setitem(sys.modules, "ledger._winapi", fake)
+        monkeypatch.setattr(ledger, "_winapi", fake, raising=False)
+        machine = Location("machine", "C:\\ProgramData\\ledger\\policy.toml")
+        assert _policy_load.windows_owner_problem(0, machine) is not None
+        assert _policy_load.windows_owner_problem(0, Location("user", "C:\\u.toml")) is None
+
+    def test_owner_check_goes_through_the_seam(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The seam's file_owner_trust verdict is applied to the descriptor that was opened."""
+        seen: list[int] = []
+        fake = types.ModuleType("ledger._winapi")
+
+        def file_owner_trust(fd: int) -> tuple[str, bool]:
+            seen.append(fd)
+            return "user", False
+
+        setattr(fake, "file_owner_trust", file_owner_trust)
+        monkeypatch.setitem(sys.modules, "ledger._winapi", fake)
+        monkeypatch.setattr(ledger, "_winapi", fake, raising=False)
+        machine = Location("machine", "C:\\ProgramData\\ledger\\policy.toml")
+        assert "Administrators" in (_policy_load.windows_owner_problem(7, machine) or "")
+        assert _policy_load.windows_owner_problem(8, Location("user", "C:\\u.toml")) is None
+        assert seen == [7, 8]
