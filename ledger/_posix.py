@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
-import socket
 import stat
 import sys
 import time
@@ -200,6 +198,8 @@ class PosixFolder:
                     "Try again later, or end the process that holds it.",
                     path=path,
                 )
+            import secrets  # only a writer that has to wait needs the jitter
+
             time.sleep(min(delay, remaining) * (0.5 + secrets.randbelow(1000) / 1000))
             delay = min(delay * 2, 0.05)
 
@@ -267,7 +267,7 @@ class PosixFolder:
     def _create_temp(self, name: str) -> tuple[str, int]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
         for _ in range(_TEMP_ATTEMPTS):
-            tmp = f"{temp_prefix(name)}{os.getpid()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+            tmp = f"{temp_prefix(name)}{os.getpid()}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
             try:
                 fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
             except FileExistsError:
@@ -330,6 +330,8 @@ def _fsync_file(fd: int) -> None:
 
 def _note_holder(fd: int) -> None:
     """Write who holds the lock into the lock file, for the next writer's timeout message."""
+    import socket  # writes only: reads never take the lock
+
     note = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
     with contextlib.suppress(OSError):
         os.ftruncate(fd, 0)

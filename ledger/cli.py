@@ -128,6 +128,34 @@ def _lazy(module: str, function: str = "run") -> Handler:
     return handler
 
 
+# The calls hooks make, by command: the names of its values, and its other defaults.
+_HOOK_CALLS: dict[str, tuple[Handler, tuple[str, ...], dict[str, Any]]] = {
+    "record": (_cmd_record, ("sig", "current", "recommended", "response", "run_id"), {}),
+    "lookup": (_cmd_lookup, ("sig",), {}),
+    "replay_safe": (_cmd_replay_safe, ("sig",), {}),
+    "replay-safe": (_cmd_replay_safe, ("sig",), {}),
+    "hash": (_cmd_hash, ("categories",), {"stage": None}),
+}
+
+
+def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
+    """Read a hook's plain call (a command and exactly its values) without building the parser.
+
+    A hook starts a process per call, and building the parser costs more than the
+    command. Anything else, such as an option, ``-`` or a missing value, returns
+    ``None`` for the parser to handle, so what this accepts reads the same both ways.
+    """
+    call = _HOOK_CALLS.get(argv[0]) if argv else None
+    if call is None:
+        return None
+    handler, names, defaults = call
+    values = argv[1:]
+    if len(values) != len(names) or any(value.startswith("-") for value in values):
+        return None
+    return argparse.Namespace(command=argv[0], handler=handler, **defaults,
+                              **dict(zip(names, values)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser of ``ledgerctl``."""
     common = _Parser(add_help=False)
@@ -203,11 +231,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``ledgerctl`` and return its exit code."""
     args: Optional[argparse.Namespace] = None
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        if not getattr(args, "handler", None):
-            parser.print_help(sys.stderr)
-            return UsageError.exit_code
+        args = _hook_args(sys.argv[1:] if argv is None else argv)
+        if args is None:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            if not getattr(args, "handler", None):
+                parser.print_help(sys.stderr)
+                return UsageError.exit_code
         code: int = args.handler(args, sys.stdout)
         sys.stdout.flush()
         return code

@@ -7,7 +7,6 @@ Compatible with the hook that came before: the same file
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional, Union
@@ -38,8 +37,7 @@ DEFAULT_DIR = "~/.preview-forge"
 REPLAY_WINDOW = 24 * 60 * 60
 _SEPARATOR = "\x1f"
 _ACTIONS = {"forced": "force_upgraded", "accepted": "upgraded"}
-_TEXT_KEYS = ("signal_hash", "current_profile", "recommended", "user_response", "run_id",
-              "action_taken")
+_OTHER_TEXT_KEYS = ("current_profile", "recommended", "run_id", "action_taken")
 
 
 def signal_hash(categories: Union[Iterable[str], str], stage: Optional[str] = None) -> str:
@@ -49,6 +47,8 @@ def signal_hash(categories: Union[Iterable[str], str], stage: Optional[str] = No
     the rest are sorted, the stage marker goes first, and the parts are joined
     with U+001F before SHA-256.
     """
+    import hashlib  # loads OpenSSL: only the hash command needs it
+
     if isinstance(categories, str):
         categories = categories.split(",")
     parts = sorted({item.strip().lower() for item in categories if item.strip()})
@@ -80,16 +80,24 @@ def make_entry(
 
 def validate_entry(entry: Record, index: int) -> Optional[str]:
     """Return what is wrong with an escalation entry, or ``None``."""
+    problem = _entry_problem(entry)
+    if problem is None:
+        return None
     where = "the new entry" if index < 0 else f"entry {index}"
+    return f"{where} {problem}"
+
+
+def _entry_problem(entry: Record) -> Optional[str]:
+    # Called for every entry of every ledger read: the common case returns early and cheaply.
     for key in ("signal_hash", "user_response"):
         if not isinstance(entry.get(key), str):
-            return f"{where} has no text {key!r}"
+            return f"has no text {key!r}"
     stamp = entry.get("timestamp")
     if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
-        return f"{where} has no numeric 'timestamp'"
-    for key in _TEXT_KEYS:
-        if key in entry and not isinstance(entry[key], str):
-            return f"{where} has a {key!r} that is not text"
+        return "has no numeric 'timestamp'"
+    for key in _OTHER_TEXT_KEYS:
+        if not isinstance(entry.get(key, ""), str):
+            return f"has a {key!r} that is not text"
     return None
 
 

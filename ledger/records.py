@@ -7,6 +7,7 @@ that is not such an array is an error naming the file, never an empty ledger.
 from __future__ import annotations
 
 import json
+from itertools import chain
 from typing import Any, Callable, Optional
 
 from .errors import CorruptLedgerError
@@ -19,6 +20,10 @@ Validator = Callable[[Record, int], Optional[str]]
 MAX_LEDGER_BYTES = 64 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _NEXT_STEP = "Move it aside or repair it, then run the command again; it was not changed."
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# The C encoder separates items with NUL, which never occurs in JSON text it writes
+# with ensure_ascii (control characters inside strings are always escaped).
+_FLAT_ENCODER = json.JSONEncoder(separators=("\0", ": "))
 
 
 def _corrupt(path: str, what: str, reason: str) -> CorruptLedgerError:
@@ -67,5 +72,34 @@ def parse(data: bytes, path: str, validate: Optional[Validator] = None) -> list[
 
 
 def serialize(records: list[Record]) -> bytes:
-    """Encode records the way the old hook wrote them (two-space indent)."""
-    return json.dumps(records, indent=2).encode("utf-8")
+    """Encode records the way the old hook wrote them (two-space indent).
+
+    The bytes are always those of ``json.dumps(records, indent=2)``. The standard
+    library encodes an indented document in pure Python, so a ledger of flat
+    objects (the usual shape) is encoded in one call of the C encoder and laid
+    out to the same text; any other shape goes through ``json.dumps`` itself.
+    """
+    text = _flat_layout(records)
+    if text is None:
+        text = json.dumps(records, indent=2)
+    return text.encode("utf-8")
+
+
+def _flat_layout(records: list[Record]) -> Optional[str]:
+    """Return the indented text of non-empty objects of plain scalars, else ``None``.
+
+    Keys need no check: both encoders turn a key into text by the same rules.
+    """
+    if not records or set(map(type, records)) != {dict} or not all(records):
+        return None
+    if not set(map(type, chain.from_iterable(map(dict.values, records)))) <= _SCALARS:
+        return None
+
+    # Between objects the NUL is preceded by "}" and followed by "{"; inside one it is
+    # followed by the next key's quote, so the two kinds of separator cannot be confused.
+    try:
+        body = _FLAT_ENCODER.encode(records)[2:-2]
+    except (TypeError, ValueError):
+        return None
+    body = body.replace("}\0{", "\n  },\n  {\n    ").replace("\0", ",\n    ")
+    return "[\n  {\n    " + body + "\n  }\n]"
