@@ -130,6 +130,7 @@ class _Group:
         self.modes: Counter[str] = Counter()
         self.missed = 0
         self.missing: Counter[str] = Counter()
+        self.unprotected = 0
         self.ran_without: Counter[str] = Counter()
         self.refusals: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
@@ -152,7 +153,9 @@ class _Group:
             self.missing.update(missing)
         protections = event.get("protections")
         if outcome == "ok" and isinstance(protections, dict):
-            self.ran_without.update(_word(k) for k, v in protections.items() if v is None)
+            without = [_word(name) for name, mechanism in protections.items() if mechanism is None]
+            self.unprotected += bool(without)
+            self.ran_without.update(without)
         if outcome == "refused":
             self.refusals[_word(event.get("reason"))] += 1
         elif outcome != "ok":
@@ -174,7 +177,7 @@ class _Group:
             "outcomes": counts(self.outcomes),
             "modes": counts(self.modes),
             "missed": {"writes": self.missed, "protections": counts(self.missing)},
-            "ran_without": counts(self.ran_without),
+            "ran_without": {"writes": self.unprotected, "protections": counts(self.ran_without)},
             "refusals": counts(self.refusals),
             "errors": counts(self.errors),
             "raised_by_floor": {"writes": self.raised, "from": counts(self.raised_from)},
@@ -313,6 +316,31 @@ def _counts(counter: dict[str, int], none: str = "none") -> str:
                      sorted(counter.items(), key=lambda item: (-item[1], item[0])))
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _some(part: dict[str, Any]) -> str:
+    """Say how many writes, and which protections with how many each (or the same for all)."""
+    from .protections import PROTECTIONS
+
+    writes, names = part["writes"], part["protections"]
+    if not writes:
+        return "0 writes"
+    if set(names.values()) == {writes}:
+        known = [name for name in PROTECTIONS if name in names]
+        return f"{_n(writes, 'write')}: " + ", ".join(known + sorted(set(names) - set(known)))
+    return f"{_n(writes, 'write')}: {_counts(names)}"
+
+
+def _row(out: TextIO, label: str, value: str, indent: int) -> None:
+    import textwrap
+
+    lead = " " * indent + f"{label:<13}"
+    out.write(textwrap.fill(value, width=100, initial_indent=lead,
+                            subsequent_indent=" " * len(lead), break_on_hyphens=False) + "\n")
+
+
 def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> None:
     files = summary["files"]
     if not files:
@@ -321,41 +349,40 @@ def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> N
         return
     out.write(f"Audit files ({len(files)}):\n")
     for stats in files:
-        out.write(f"  {stats['path']}  {stats['writes']} writes, "
-                  f"{stats['malformed']} malformed of {stats['lines']} lines\n")
+        out.write(f"  {stats['path']}  {_n(stats['writes'], 'write')}, "
+                  f"{stats['malformed']} malformed of {_n(stats['lines'], 'line')}\n")
     if summary["since"]:
-        out.write(f"Since {summary['since']}: {summary['before_since']} earlier events left out\n")
+        out.write(f"Since {summary['since']}: {summary['before_since']} earlier events "
+                  "left out\n")
     totals = summary["totals"]
-    out.write(f"Writes: {summary['writes']} ({_counts(totals['outcomes'])})\n")
-    missed = totals["missed"]
-    out.write(f"Missed a protection the mode wanted: {missed['writes']} writes"
-              f"{' (' + _counts(missed['protections']) + ')' if missed['writes'] else ''}\n")
-    raised = totals["raised_by_floor"]
-    out.write(f"Raised by a machine floor: {raised['writes']} writes\n")
+    out.write("\nAll hosts and ledgers\n")
+    _row(out, "writes", f"{summary['writes']} ({_counts(totals['outcomes'])})", 2)
+    _row(out, "missed", _some(totals["missed"]) + "  (protections the mode wanted)", 2)
+    _row(out, "ran without", _some(totals["ran_without"]) + "  (ok writes)", 2)
+    _row(out, "raised", f"{_n(totals['raised_by_floor']['writes'], 'write')} by a machine floor",
+         2)
     if summary["other_events"]:
-        out.write(f"Other events: {_counts(summary['other_events'])}\n")
-    out.write(f"Malformed lines: {summary['malformed']['lines']}\n")
+        _row(out, "other events", _counts(summary["other_events"]), 2)
+    _row(out, "malformed", _n(summary["malformed"]["lines"], "line"), 2)
 
     for group in summary["groups"]:
         flag = "!" if group["missed"]["writes"] else " "
         out.write(f"\n{flag} host {group['host']}  ledger {group['ledger']}\n")
+        raised = group["raised_by_floor"]
         rows = [
             ("writes", f"{group['writes']} ({_counts(group['outcomes'])})"),
             ("modes", _counts(group["modes"])),
-            ("missed", f"{group['missed']['writes']} writes"
-             + (f": {_counts(group['missed']['protections'])}" if group["missed"]["writes"]
-                else "")),
-            ("ran without", _counts(group["ran_without"])),
+            ("missed", _some(group["missed"])),
+            ("ran without", _some(group["ran_without"])),
             ("refusals", _counts(group["refusals"])),
             ("errors", _counts(group["errors"])),
-            ("raised", f"{group['raised_by_floor']['writes']} writes"
-             + (f": {_counts(group['raised_by_floor']['from'])}"
-                if group["raised_by_floor"]["writes"] else "")),
+            ("raised", _n(raised["writes"], "write")
+             + (f": {_counts(raised['from'])}" if raised["writes"] else "")),
             ("platforms", _counts(group["platforms"])),
             ("between", f"{group['first']} and {group['last']}"),
         ]
         for label, value in rows:
-            out.write(f"    {label:<12} {value}\n")
+            _row(out, label, value, 4)
 
     samples = summary["malformed"]["samples"]
     if samples:

@@ -1,0 +1,281 @@
+"""``ledgerctl audit``: exact counts from real writes, malformed lines, --since, rotated files."""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from conftest import LEDGERCTL, audit_events, default_audit_file, run_cli
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX links and modes")
+
+NOW = datetime.datetime.now(datetime.timezone.utc)
+
+
+def stamp(when: datetime.datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
+def event(**fields: Any) -> dict[str, Any]:
+    """A ledger.write event as the trail writes it, with ``fields`` changed."""
+    base: dict[str, Any] = {
+        "timestamp": stamp(NOW), "event": "ledger.write", "outcome": "ok",
+        "ledger": "/home/a/.preview-forge/escalation-history.json", "mode": "secure",
+        "raised_by_floor": False, "policy": [],
+        "protections": {"lock": "fcntl.flock", "no_follow": "O_NOFOLLOW", "local_fs": "mountinfo"},
+        "missing": [], "pruned": 0, "duration_ms": 3.2, "pid": 10, "user": "a", "host": "alpha",
+        "platform": "linux", "version": "0.1.0",
+    }
+    base.update(fields)
+    return base
+
+
+def write_lines(path: Path, *items: Any) -> Path:
+    """Write events (dicts) and raw lines (bytes) to ``path``, one per line."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data = b"".join((item if isinstance(item, bytes) else json.dumps(item).encode()) + b"\n"
+                    for item in items)
+    path.write_bytes(data)
+    return path
+
+
+def summary(*args: str, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    done = run_cli("audit", "--json", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def group(result: dict[str, Any], ledger: str, host: Optional[str] = None) -> dict[str, Any]:
+    [found] = [g for g in result["groups"] if g["ledger"] == ledger
+               and (host is None or g["host"] == host)]
+    return found
+
+
+@posix_only
+@pytest.mark.slow
+def test_known_mix_from_many_processes(tmp_path: Path, ledger_dir: Path) -> None:
+    """Ok, refused (planted link) and legacy writes from real processes: exact counts."""
+    good, bad, old = ledger_dir / "good.json", ledger_dir / "bad" / "book.json", \
+        ledger_dir / "old" / "book.json"
+    victim = tmp_path / "victim.json"
+    victim.write_text("[]")
+    bad.parent.mkdir(mode=0o700)
+    bad.symlink_to(victim)
+    legacy = tmp_path / "legacy.toml"
+    legacy.write_text('mode = "legacy"\n')
+    legacy.chmod(0o600)
+
+    calls = (
+        [["append", str(good), json.dumps({"i": i})] for i in range(10)]
+        + [["append", str(bad), json.dumps({"i": i})] for i in range(6)]
+        + [["--policy", str(legacy), "append", str(old), json.dumps({"i": i})]
+           for i in range(4)]
+    )
+    children = [subprocess.Popen(LEDGERCTL + call, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True) for call in calls]
+    codes = []
+    for child in children:
+        child.communicate(timeout=120)
+        codes.append(child.returncode)
+    assert codes == [0] * 10 + [77] * 6 + [0] * 4
+    assert victim.read_text() == "[]"
+
+    events = audit_events(default_audit_file())
+    assert len(events) == 20
+    assert {e["pid"] for e in events} == {child.pid for child in children}
+    result = summary()
+    assert result["writes"] == 20 and result["malformed"]["lines"] == 0
+    assert result["totals"]["outcomes"] == {"ok": 14, "refused": 6}
+
+    ok = group(result, str(good))
+    assert (ok["writes"], ok["outcomes"], ok["modes"]) == (10, {"ok": 10}, {"secure": 10})
+    assert ok["refusals"] == {} and ok["ran_without"] == {"writes": 0, "protections": {}}
+    refused = group(result, str(bad))
+    assert refused["outcomes"] == {"refused": 6} and refused["refusals"] == {"symlink": 6}
+    weak = group(result, str(old))
+    assert weak["outcomes"] == {"ok": 4} and weak["modes"] == {"legacy": 4}
+    assert weak["ran_without"]["writes"] == 4
+    assert weak["ran_without"]["protections"]["lock"] == 4
+    assert weak["ran_without"]["protections"]["no_follow"] == 4
+    assert weak["missed"] == {"writes": 0, "protections": {}}
+    assert isinstance(json.loads(old.read_text()), list)
+
+
+@posix_only
+def test_strict_policy_with_a_linked_audit_folder_writes_nothing(
+    tmp_path: Path, ledger_dir: Path
+) -> None:
+    """A strict policy whose audit folder is a link: exit 77, no ledger, no audit line."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "logs").symlink_to(real)
+    policy = tmp_path / "strict.toml"
+    policy.write_text(f'mode = "strict"\naudit_log = "{tmp_path / "logs" / "audit.jsonl"}"\n')
+    policy.chmod(0o600)
+    done = run_cli("--policy", str(policy), "append", str(ledger_dir / "book.json"), "{}")
+    assert done.returncode == 77, done.stderr
+    assert "audit file" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert list(ledger_dir.iterdir()) == [] and list(real.iterdir()) == []
+
+
+def test_counts_by_host_ledger_outcome_mode_floor_and_missing(tmp_path: Path) -> None:
+    """Each host and ledger gets its own counts; missed protections and floors are counted."""
+    log = write_lines(
+        tmp_path / "audit.jsonl",
+        event(),
+        event(host="beta"),
+        event(outcome="refused", reason="symlink"),
+        event(outcome="refused", reason="lock_timeout"),
+        event(outcome="error", reason="io_error:enospc"),
+        event(missing=["local_fs"], protections={"lock": "fcntl.flock", "local_fs": None}),
+        event(mode="secure", requested_mode="legacy", raised_by_floor=True),
+        event(ledger="/srv/other.json", mode="legacy", protections={"lock": None}),
+        {"timestamp": stamp(NOW), "event": "ledger.other", "detail": 1},
+    )
+    result = summary(str(log))
+    assert result["writes"] == 8 and result["other_events"] == {"ledger.other": 1}
+    alpha = group(result, event()["ledger"], "alpha")
+    assert alpha["writes"] == 6
+    assert alpha["outcomes"] == {"ok": 3, "refused": 2, "error": 1}
+    assert alpha["refusals"] == {"symlink": 1, "lock_timeout": 1}
+    assert alpha["errors"] == {"io_error:enospc": 1}
+    assert alpha["missed"] == {"writes": 1, "protections": {"local_fs": 1}}
+    assert alpha["raised_by_floor"] == {"writes": 1, "from": {"legacy->secure": 1}}
+    assert group(result, event()["ledger"], "beta")["writes"] == 1
+    other = group(result, "/srv/other.json")
+    assert other["modes"] == {"legacy": 1}
+    assert other["ran_without"] == {"writes": 1, "protections": {"lock": 1}}
+
+    table = run_cli("audit", str(log))
+    assert table.returncode == 0 and table.stderr == ""
+    assert "! host alpha" in table.stdout and "  host beta" in table.stdout
+    assert "missed       1 write: local_fs" in table.stdout
+    assert "legacy->secure 1" in table.stdout and "symlink 1" in table.stdout
+
+
+def test_malformed_lines_are_counted_and_shown(tmp_path: Path) -> None:
+    """Lines that are not audit events are counted, listed with their place, never fatal."""
+    log = write_lines(
+        tmp_path / "audit.jsonl",
+        event(),
+        b"not json at all",
+        b"[1, 2, 3]",
+        b'{"event": "ledger.write", "outcome": "ok"}',
+        b'{"timestamp": "yesterday", "event": "ledger.write", "outcome": "ok"}',
+        b'{"timestamp": "2026-01-01T00:00:00Z", "event": "ledger.write"}',
+        b'{"timestamp": "2026-01-01T00:00:00Z", "event": "ledger.wr',
+        b"\xff\xfe not utf-8",
+        b"x" * 70_000,
+        b"",
+        b"   ",
+        event(outcome="refused", reason="symlink", missing="not-a-list", protections=[1]),
+    )
+    result = summary(str(log))
+    assert result["writes"] == 2
+    assert result["malformed"]["lines"] == 8
+    assert [s["line"] for s in result["malformed"]["samples"]] == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert result["files"] == [{"path": str(log), "lines": 10, "writes": 2, "malformed": 8}]
+
+    table = run_cli("audit", str(log))
+    assert table.returncode == 0 and table.stderr == ""
+    assert "malformed    8 lines" in table.stdout
+    assert f"{log}:2  not JSON" in table.stdout and f"{log}:9  longer than" in table.stdout
+
+
+def test_since_takes_spans_and_iso_times(tmp_path: Path) -> None:
+    """--since keeps events at or after WHEN, given as 24h / 7d or an ISO 8601 time."""
+    log = write_lines(
+        tmp_path / "audit.jsonl",
+        event(timestamp=stamp(NOW - datetime.timedelta(days=10))),
+        event(timestamp=stamp(NOW - datetime.timedelta(days=3))),
+        event(timestamp=stamp(NOW - datetime.timedelta(hours=2))),
+        event(timestamp=(NOW - datetime.timedelta(minutes=5)).isoformat()),
+    )
+    assert summary(str(log))["writes"] == 4
+    assert summary(str(log), "--since", "24h")["writes"] == 2
+    assert summary(str(log), "--since", "7d")["writes"] == 3
+    assert summary(str(log), "--since", "7d")["before_since"] == 1
+    iso = stamp(NOW - datetime.timedelta(days=4))
+    assert summary(str(log), "--since", iso)["writes"] == 3
+    day = (NOW - datetime.timedelta(days=5)).date().isoformat()
+    assert summary(str(log), "--since", day)["writes"] == 3
+    bad = run_cli("audit", str(log), "--since", "last tuesday")
+    assert bad.returncode == 64 and "--since" in bad.stderr and bad.stdout == ""
+
+
+def test_default_reads_the_configured_file_and_its_rotations(tmp_path: Path) -> None:
+    """Without FILE the configured audit file and its rotated siblings are read, oldest first."""
+    log = default_audit_file()
+    write_lines(Path(f"{log}.2"), event(pid=1))
+    write_lines(Path(f"{log}.1"), event(pid=2), event(pid=3))
+    write_lines(log, event(pid=4))
+    result = summary()
+    assert [f["path"] for f in result["files"]] == [f"{log}.2", f"{log}.1", str(log)]
+    assert result["writes"] == 4
+
+
+def test_policy_audit_log_is_the_default_file(tmp_path: Path) -> None:
+    """The audit file a policy names is the one read when no FILE is given."""
+    log = write_lines(tmp_path / "elsewhere" / "audit.jsonl", event(), event())
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'audit_log = "{log}"\n')
+    policy.chmod(0o600)
+    result = summary("--policy", str(policy))
+    assert [f["path"] for f in result["files"]] == [str(log)] and result["writes"] == 2
+
+
+def test_a_folder_of_collected_files_with_gzip(tmp_path: Path) -> None:
+    """A FILE that is a folder reads the audit files in it, gzipped rotations included."""
+    folder = tmp_path / "collected"
+    write_lines(folder / "audit.jsonl", event())
+    write_lines(folder / "audit.jsonl.1", event(), event())
+    with gzip.open(folder / "audit.jsonl.2.gz", "wb") as handle:
+        handle.write(json.dumps(event()).encode() + b"\n")
+    (folder / "notes.txt").write_text("not an audit file\n")
+    result = summary(str(folder))
+    assert [Path(f["path"]).name for f in result["files"]] == [
+        "audit.jsonl.2.gz", "audit.jsonl.1", "audit.jsonl"]
+    assert result["writes"] == 4
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A named file that does not exist: exit 74, one plain line, no traceback."""
+    done = run_cli("audit", str(tmp_path / "nope.jsonl"))
+    assert done.returncode == 74
+    assert done.stderr.count("\n") == 1 and "nope.jsonl" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_no_audit_file_yet(tmp_path: Path) -> None:
+    """Before any write, the summary says there is no audit file yet, and exits 0."""
+    done = run_cli("audit")
+    assert done.returncode == 0 and done.stderr == ""
+    assert str(default_audit_file()) in done.stdout
+    assert summary()["writes"] == 0
+
+
+@posix_only
+def test_real_writes_summarised_after_rotation(tmp_path: Path, ledger_dir: Path) -> None:
+    """Events written by the library and rotated are all found by the default summary."""
+    script = (
+        "import sys; from ledger import Ledger, audit\n"
+        "audit.trail().max_bytes = 4000\n"
+        "book = Ledger(sys.argv[1])\n"
+        "for i in range(12): book.append({'i': i})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(ledger_dir / "book.json")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = summary()
+    assert len(result["files"]) > 1
+    assert result["writes"] == 12 and result["totals"]["outcomes"] == {"ok": 12}
