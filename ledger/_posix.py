@@ -334,6 +334,9 @@ def _note_holder(fd: int) -> None:
 
     note = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
     with contextlib.suppress(OSError):
+        # A process that writes again finds its own note there: no need to write it twice.
+        if os.pread(fd, len(note) + 1, 0) == note:
+            return
         os.ftruncate(fd, 0)
         os.pwrite(fd, note, 0)
 

@@ -8,24 +8,19 @@ command needs them, because hooks start a fresh process for every call.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, NoReturn, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence, TextIO, cast
 
 from .errors import EXIT_NOT_FOUND, EXIT_OK, LedgerError, UsageError
 
+if TYPE_CHECKING:
+    import argparse
+
 __all__ = ["main", "build_parser"]
 
-Handler = Callable[[argparse.Namespace, TextIO], int]
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose mistakes exit 64, as ``sysexits`` says."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}. Run '{self.prog} --help' for the usage.")
+Handler = Callable[["argparse.Namespace", TextIO], int]
 
 
 def _policy(args: argparse.Namespace) -> Any:
@@ -152,12 +147,24 @@ def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
     values = argv[1:]
     if len(values) != len(names) or any(value.startswith("-") for value in values):
         return None
-    return argparse.Namespace(command=argv[0], handler=handler, **defaults,
-                              **dict(zip(names, values)))
+
+    # Handlers only read attributes, and this spares a hook the import of argparse.
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(command=argv[0], handler=handler, **defaults, **dict(zip(names, values)))
+    return cast("argparse.Namespace", args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the parser of ``ledgerctl``."""
+    import argparse
+
+    class _Parser(argparse.ArgumentParser):
+        """An argument parser whose mistakes exit 64, as ``sysexits`` says."""
+
+        def error(self, message: str) -> NoReturn:
+            raise UsageError(f"{self.prog}: {message}. Run '{self.prog} --help' for the usage.")
+
     common = _Parser(add_help=False)
     common.add_argument("--policy", metavar="FILE", default=argparse.SUPPRESS,
                         help="policy file to use (also LEDGER_POLICY)")
