@@ -287,6 +287,14 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
+class _RotationError(Exception):
+    """The event was written, but the full audit file could not be rotated."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class _AuditFile:
     """One audit file held open for appending, reopened when it was rotated or removed."""
 
@@ -307,12 +315,18 @@ class _AuditFile:
         finally:
             folder.close()
         try:
-            identity = _identity(os.fstat(fd))
+            identity = _identity(self._stat_opened(fd))
         except BaseException:
             os.close(fd)
             raise
         self.close()
         self.fd, self._identity, self._fresh = fd, identity, True
+
+    def _stat_opened(self, fd: int) -> os.stat_result:
+        # Windows may number a file differently through a handle than by name: use the name.
+        if sys.platform == "win32":
+            return os.stat(self.path, follow_symlinks=False)
+        return os.fstat(fd)
 
     def is_current(self) -> bool:
         """Tell whether the open descriptor is still the file at the path."""
@@ -341,26 +355,27 @@ class _AuditFile:
                 os.write(self.fd, b"\n")
             raise OSError(errno.EIO, f"only {written} of {len(data)} bytes were written")
         if os.fstat(self.fd).st_size >= self.max_bytes:
-            self.rotate()
+            try:
+                self.rotate()
+            except Exception as exc:  # the event is written; only the rotation failed
+                raise _RotationError(exc) from exc
 
     def rotate(self) -> None:
         """Shift ``audit.jsonl`` to ``.1``, ``.1`` to ``.2``... under the side lock.
 
-        Another process may have rotated already (the file at the path is not
-        ours any more, or is small again); then only the descriptor is reopened.
-        A lock held by someone else for too long skips the rotation: the next
-        event tries again.
+        The decision is made under the lock on the file now at the path: if
+        another process rotated already, that file is small and only the
+        descriptor is reopened. A lock held elsewhere for too long skips the
+        rotation; the next event tries again.
         """
         folder = _open_folder(self.folder, create=False)
         try:
             with folder.lock(f"{self.name}.lock", _ROTATE_LOCK_TIMEOUT):
                 try:
-                    st = _stat_in(folder, self.name)
+                    full = _stat_in(folder, self.name).st_size >= self.max_bytes
                 except FileNotFoundError:
-                    st = None
-                if st is not None and _identity(st) == self._identity:
-                    if st.st_size < self.max_bytes:
-                        return
+                    full = False
+                if full:
                     for index in range(self.keep - 1, 0, -1):
                         with contextlib.suppress(FileNotFoundError):
                             _replace_in(folder, f"{self.name}.{index}", f"{self.name}.{index + 1}")
@@ -530,11 +545,14 @@ def _why(exc: BaseException, path: str) -> str:
 
 
 def _complain(path: str, exc: BaseException) -> None:
+    if isinstance(exc, _RotationError):
+        text = (f"ledger: the audit event was written, but {path} could not be rotated: "
+                f"{_why(exc.cause, path)}. Fix the audit file's folder.\n")
+    else:
+        text = (f"ledger: could not write the audit event to {path}: {_why(exc, path)}. "
+                "The ledger write stands; fix the audit file or its folder.\n")
     with contextlib.suppress(Exception):
-        sys.stderr.write(
-            f"ledger: could not write the audit event to {path}: {_why(exc, path)}. "
-            "The ledger write stands; fix the audit file or its folder.\n"
-        )
+        sys.stderr.write(text)
 
 
 _TRAIL = AuditTrail()
