@@ -13,10 +13,8 @@ candidate paths: the TOML parser is imported only to read a file that is there.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
-import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -508,6 +506,8 @@ def _decode(data: bytes) -> str:
 
 def _line_of(text: str, key: str) -> Optional[int]:
     """Return the line where top-level ``key`` is set (or its table starts), if found."""
+    import re
+
     name = re.escape(key)
     pattern = re.compile(rf"""^\s*\[*\s*(?:"{name}"|'{name}'|{name})\s*[=.\]]""")
     for number, line in enumerate(text.splitlines(), 1):
@@ -553,6 +553,8 @@ def _kind_of(value: Any) -> str:
 
 
 def _shown(value: Any) -> str:
+    import json
+
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 

@@ -494,3 +494,28 @@ class TestWindowsJudgement:
         assert "Administrators" in (_policy_load.windows_owner_problem(7, machine) or "")
         assert _policy_load.windows_owner_problem(8, Location("user", "C:\\u.toml")) is None
         assert seen == [7, 8]
+
+
+class TestHotPath:
+    PROBE = (
+        "import sys; from ledger import _policy_load as p; p.MACHINE_POLICY_PATH = sys.argv[1]; "
+        "from ledger.policy import load_policy; policy = load_policy(); "
+        "print(policy.mode, sorted(m for m in ('tomllib', 'tomli', 'structlog') "
+        "if m in sys.modules))"
+    )
+
+    def test_no_policy_file_means_no_toml_parser(self, tmp_path: Path) -> None:
+        """Without any policy file, loading imports neither the TOML parser nor structlog."""
+        done = subprocess.run([sys.executable, "-c", self.PROBE, str(tmp_path / "none.toml")],
+                              capture_output=True, text=True, check=True)
+        assert done.stdout.split(" ", 1) == ["secure", "[]\n"]
+
+    def test_a_policy_file_brings_the_parser(self, tmp_path: Path) -> None:
+        """Control: once a user policy exists, the parser is imported (so the probe can fail)."""
+        path = Path(_policy_load.user_policy_path())
+        path.parent.mkdir(parents=True, mode=0o700)
+        write(path, 'mode = "strict"\n', 0o600)
+        done = subprocess.run([sys.executable, "-c", self.PROBE, str(tmp_path / "none.toml")],
+                              capture_output=True, text=True, check=True)
+        parser = "tomllib" if sys.version_info >= (3, 11) else "tomli"
+        assert done.stdout == f"strict ['{parser}']\n"
