@@ -47,6 +47,7 @@ class _FolderLook:
     error: Optional[LedgerError] = None
     folder: Optional[Folder] = None
     note: Optional[str] = None
+    filesystem: Optional[dict[str, Any]] = None
 
 
 def _nearest_existing(path: str) -> str:
@@ -101,6 +102,7 @@ def _probe_filesystem(look: _FolderLook) -> None:
         fs_type, remote = _netfs.filesystem_of(fd)
     finally:
         os.close(fd)
+    look.filesystem = {"type": fs_type, "remote": remote}
     if remote is None:
         look.report.lack("local_fs", f"could not tell whether {look.checked} is local")
     elif remote:
@@ -110,6 +112,8 @@ def _probe_filesystem(look: _FolderLook) -> None:
 
 
 def _filesystem(look: _FolderLook) -> dict[str, Any]:
+    if look.filesystem is not None:
+        return look.filesystem
     fd = getattr(look.folder, "fd", None)
     if isinstance(fd, int) and fd >= 0:
         fs_type, remote = _netfs.filesystem_of(fd)

@@ -693,6 +693,10 @@ def merge(layers: list[tuple[Location, dict[str, Any]]]) -> Policy:
 def load(explicit: Optional[str], environ: Mapping[str, str]) -> Policy:
     """Load the effective policy: machine, explicit, user, then the default.
 
+    Args:
+        explicit: The file given with ``--policy``, if any.
+        environ: Where ``LEDGER_POLICY`` is read when ``explicit`` is not given.
+
     Raises:
         PolicyError: A policy file cannot be read, is not trusted or is not valid, or
             a file named explicitly does not exist.

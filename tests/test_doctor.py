@@ -207,3 +207,16 @@ def test_broken_policy_is_78(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     policy.write_text("mode = 1\n", encoding="utf-8")
     assert main(["doctor", "--policy", str(policy)]) == 78
     assert str(policy) in capsys.readouterr().err
+
+
+def test_network_parent_of_a_missing_folder_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """For a folder still to be made in a sticky shared folder on NFS, the type is reported."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    monkeypatch.setattr(_netfs, "filesystem_of", _nfs)
+    info = doctor(capsys, "--dir", str(shared / "mine"))
+    assert info["filesystem"] == {"type": "nfs4", "remote": True}
+    assert (info["missing"], info["strict_would_pass"]) == (["local_fs"], False)
