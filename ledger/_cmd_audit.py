@@ -53,7 +53,8 @@ def parse_since(text: str, now: Optional[datetime.datetime] = None) -> datetime.
     now = now or datetime.datetime.now(_UTC)
     span = _SPAN.match(text)
     if span:
-        return now - datetime.timedelta(seconds=float(span.group(1)) * _UNITS[span.group(2).lower()])
+        seconds = float(span.group(1)) * _UNITS[span.group(2).lower()]
+        return now - datetime.timedelta(seconds=seconds)
     when = parse_time(text)
     if when is None:
         raise UsageError(

@@ -59,6 +59,9 @@ _ORDER = (
 _CORE = ("timestamp", "event", "outcome", "reason", "ledger", "mode", "pid", "host")
 _UNSAFE_WORDS = {
     "symlink": "is a symbolic link",
+    "junction": "is a junction or mount point",
+    "reparse_point": "is a reparse point",
+    "path_changed": "changed while it was being opened",
     "foreign_owner": "belongs to another user",
     "loose_permissions": "is writable by other users",
     "hard_link": "has more than one hard link",

@@ -262,7 +262,8 @@ class TestOddValues:
         """However large the fields, the line stays under the atomic size and says truncated."""
         log = tmp_path / "audit.jsonl"
         fields = {"outcome": "error", "reason": "r" * 10_000, "ledger": "/l/" + "p" * 9000,
-                  "notes": ["n" * 3000] * 40, "protections": {f"k{i}": "v" * 50 for i in range(400)}}
+                  "notes": ["n" * 3000] * 40,
+                  "protections": {f"k{i}": "v" * 50 for i in range(400)}}
         audit.trail().write_event(Policy(audit_log=str(log)), fields)
         [line] = log.read_bytes().splitlines()
         assert len(line) + 1 <= audit.MAX_LINE_BYTES

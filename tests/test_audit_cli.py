@@ -6,14 +6,16 @@ import datetime
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
-from conftest import LEDGERCTL, audit_events, default_audit_file, run_cli
+from conftest import LEDGERCTL, REPO, audit_events, default_audit_file, run_cli
 
 posix_only = pytest.mark.skipif(os.name == "nt", reason="POSIX links and modes")
 
@@ -279,3 +281,75 @@ def test_real_writes_summarised_after_rotation(tmp_path: Path, ledger_dir: Path)
     result = summary()
     assert len(result["files"]) > 1
     assert result["writes"] == 12 and result["totals"]["outcomes"] == {"ok": 12}
+
+
+RSYSLOG_OUTPUT = """
+template(name="ledgerLine" type="string" string="%msg%\\n")
+ruleset(name="ledgerAudit") {
+  action(type="omfile" File="OUT" Template="ledgerLine")
+}
+"""
+
+USER_WRITES = (
+    "import sys; from ledger import Ledger, audit\n"
+    "trail = audit.trail(); trail.max_bytes, trail.keep = 20000, 50\n"
+    "book = Ledger(sys.argv[1])\n"
+    "for i in range(int(sys.argv[2])): book.append({'i': i})\n"
+)
+
+
+@posix_only
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("rsyslogd") is None, reason="rsyslogd is not installed")
+def test_documented_rsyslog_input_delivers_every_line(tmp_path: Path) -> None:
+    """The rsyslog input of docs/audit-log.md follows rotations and delivers every line whole."""
+    doc = (REPO / "docs" / "audit-log.md").read_text(encoding="utf-8")
+    block = doc.split("<!-- rsyslog-input -->", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    homes, work, merged = tmp_path / "homes", tmp_path / "work", tmp_path / "merged.jsonl"
+    assert 'File="/home/*/.local/state/ledger/log/audit.jsonl"' in block
+    block = block.replace('File="/home/*/', f'File="{homes}/*/')
+    work.mkdir()
+    conf = tmp_path / "rsyslog.conf"
+    conf.write_text(f'global(workDirectory="{work}")\n' + block
+                    + RSYSLOG_OUTPUT.replace("OUT", str(merged)))
+
+    def writes(user: str, count: int) -> None:
+        home = homes / user
+        env = {"HOME": str(home), "XDG_STATE_HOME": str(home / ".local" / "state")}
+        done = subprocess.run([sys.executable, "-c", USER_WRITES, str(home / "book.json"),
+                               str(count)], capture_output=True, text=True, timeout=120,
+                              env=dict(os.environ, **env))
+        assert done.returncode == 0, done.stderr
+
+    homes.mkdir(mode=0o700)
+    for user in ("ana", "bo"):
+        (homes / user).mkdir(mode=0o700)
+        writes(user, 1)
+    daemon = subprocess.Popen(["rsyslogd", "-n", "-f", str(conf), "-i", str(tmp_path / "pid")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        writes("ana", 150)
+        writes("bo", 40)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if merged.exists() and len(merged.read_bytes().splitlines()) >= 192:
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+
+    assert len(list((homes / "ana" / ".local/state/ledger/log").glob("audit.jsonl.*"))) > 2
+    lines = merged.read_bytes().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert len(events) == 192
+    result = summary(str(merged))
+    assert result["malformed"]["lines"] == 0
+    assert group(result, str(homes / "ana" / "book.json"))["outcomes"] == {"ok": 151}
+    assert group(result, str(homes / "bo" / "book.json"))["outcomes"] == {"ok": 41}
