@@ -80,6 +80,7 @@ def make_entry(
 
 def validate_entry(entry: Record, index: int) -> Optional[str]:
     """Return what is wrong with an escalation entry, or ``None``."""
+    # This runs for every entry of every read: the entry's place is spelled out only on a problem.
     problem = _entry_problem(entry)
     if problem is None:
         return None
@@ -88,7 +89,6 @@ def validate_entry(entry: Record, index: int) -> Optional[str]:
 
 
 def _entry_problem(entry: Record) -> Optional[str]:
-    # Called for every entry of every ledger read: the common case returns early and cheaply.
     for key in ("signal_hash", "user_response"):
         if not isinstance(entry.get(key), str):
             return f"has no text {key!r}"
