@@ -22,6 +22,7 @@ import errno
 import math
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Mapping, MutableMapping, Optional
 
 from . import __version__
@@ -434,6 +435,11 @@ class AuditTrail:
         self.keep = keep
         self._files: dict[str, _AuditFile] = {}
         self._refused: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _after_fork(self) -> None:
+        # Another thread may have held the lock when the process forked.
+        self._lock = threading.Lock()
 
     def path_for(self, policy: Policy) -> str:
         """Return the audit file of ``policy`` (its ``audit_log``, else the default)."""
@@ -458,7 +464,8 @@ class AuditTrail:
         """
         path = self.path_for(policy)
         try:
-            self._file(path)
+            with self._lock:
+                self._file(path)
         except (LedgerError, OSError) as exc:
             self._refused.add(path)
             if isinstance(exc, UnsafePathError):
@@ -488,17 +495,17 @@ class AuditTrail:
         try:
             path = self.path_for(policy)
             event = self._event(policy, fields)
-            try:
-                audit_file: Optional[_AuditFile] = self._file(path)
-                opened: Optional[BaseException] = None
-            except Exception as exc:  # reported below, after the stderr copy
-                audit_file, opened = None, exc
-            if audit_file is not None or policy.audit_stderr:
-                self._logger(audit_file, policy.audit_stderr).info(EVENT_WRITE, **event)
-            if opened is not None:
-                if path in self._refused:
-                    self._refused.discard(path)
-                    return
+            with self._lock:
+                refused = path in self._refused
+                self._refused.discard(path)
+                try:
+                    audit_file: Optional[_AuditFile] = self._file(path)
+                    opened: Optional[BaseException] = None
+                except Exception as exc:  # reported below, after the stderr copy
+                    audit_file, opened = None, exc
+                if audit_file is not None or policy.audit_stderr:
+                    self._logger(audit_file, policy.audit_stderr).info(EVENT_WRITE, **event)
+            if opened is not None and not refused:
                 raise opened
         except Exception as exc:  # the audit must never break the caller's write
             _complain(path, exc)
@@ -531,9 +538,10 @@ class AuditTrail:
 
     def close(self) -> None:
         """Close every audit file this trail holds open."""
-        for audit_file in self._files.values():
-            audit_file.close()
-        self._files.clear()
+        with self._lock:
+            for audit_file in self._files.values():
+                audit_file.close()
+            self._files.clear()
 
 
 def _why(exc: BaseException, path: str) -> str:
@@ -559,6 +567,8 @@ def _complain(path: str, exc: BaseException) -> None:
 
 
 _TRAIL = AuditTrail()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_TRAIL._after_fork)
 
 
 def trail() -> AuditTrail:

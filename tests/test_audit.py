@@ -423,6 +423,31 @@ class TestOpenOncePerProcess:
             assert os.path.getsize(f"{log}.{index}") >= 3000
 
 
+def test_threads_of_one_process_share_the_file_safely(tmp_path: Path) -> None:
+    """8 threads writing at once through one trail, across rotations: every event kept, whole."""
+    import threading
+
+    log = tmp_path / "logs" / "audit.jsonl"
+    writer = audit.AuditTrail(max_bytes=20_000, keep=1000)
+    policy = Policy(audit_log=str(log))
+
+    def work(thread: int) -> None:
+        for seq in range(50):
+            writer.write_event(policy, {"outcome": "ok", "thread": thread, "seq": seq,
+                                        "pad": "t" * 300})
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    events = [e for p in audit.rotated_paths(str(log)) for e in audit_events(Path(p))]
+    assert sorted((e["thread"], e["seq"]) for e in events) == [
+        (t, s) for t in range(8) for s in range(50)]
+    assert len(audit.rotated_paths(str(log))) > 3
+
+
 WRITER = textwrap.dedent(
     """
     import os, sys, time
