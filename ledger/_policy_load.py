@@ -18,10 +18,13 @@ import os
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
 from .errors import PolicyError
 from .policy import MODES, Policy, mode_rank
+
+if TYPE_CHECKING:
+    from ._winapi import Api
 
 __all__ = [
     "KEYS",
@@ -65,7 +68,10 @@ MACHINE_POLICY_PATH: Optional[str] = _fixed_machine_path()
 MACHINE_OWNER_UIDS: tuple[int, ...] = (0,)
 """Owners a machine policy (and each folder above it) may have on POSIX."""
 
-_FILE_ATTRIBUTE_REPARSE_POINT = 0x400
+WINDOWS_API: Optional[Api] = None
+"""The Windows calls to use; ``None`` means the real ones (tests put a fake here)."""
+
+_SID_TRUSTED_INSTALLER = "S-1-5-80-956008885-3425558581-2785563289-1616101891-2229658046"
 _TEXT_MODES = ", ".join(f'"{mode}"' for mode in reversed(MODES))
 
 
@@ -217,33 +223,46 @@ def read_policy(where: Location) -> Optional[bytes]:
         raise _unreadable(where, exc) from None
 
     if sys.platform == "win32":
-        fd = _open_windows(where)
+        data = _read_windows(where, _windows_api())
     else:
-        fd = _open_posix(where)
-    if fd is None:
-        return _missing(where)
+        data = _read_posix(where)
+    return _missing(where) if data is None else data
 
+
+def _too_large(where: Location) -> PolicyError:
+    return PolicyError(
+        f"The {where.describe()} is larger than {MAX_POLICY_BYTES} bytes, far more "
+        "than a policy needs. Check that it is the right file.",
+        path=where.path,
+        reason="invalid_policy",
+    )
+
+
+def _read_all(read: Callable[[int], bytes], where: Location) -> bytes:
+    """Read a descriptor to its end through ``read``, refusing more than a policy needs."""
+    chunks: list[bytes] = []
+    total = 0
     try:
-        chunks = []
-        total = 0
         while True:
-            chunk = os.read(fd, 65536)
+            chunk = read(65536)
             if not chunk:
-                break
+                return b"".join(chunks)
             total += len(chunk)
             if total > MAX_POLICY_BYTES:
-                raise PolicyError(
-                    f"The {where.describe()} is larger than {MAX_POLICY_BYTES} bytes, far more "
-                    "than a policy needs. Check that it is the right file.",
-                    path=where.path,
-                    reason="invalid_policy",
-                )
+                raise _too_large(where)
             chunks.append(chunk)
     except OSError as exc:
         raise _unreadable(where, exc) from None
+
+
+def _read_posix(where: Location) -> Optional[bytes]:
+    fd = _open_posix(where)
+    if fd is None:
+        return None
+    try:
+        return _read_all(lambda size: os.read(fd, size), where)
     finally:
         os.close(fd)
-    return b"".join(chunks)
 
 
 def _missing(where: Location) -> Optional[bytes]:
@@ -406,89 +425,173 @@ def _check_file(st: os.stat_result, where: Location) -> None:
         )
 
 
-def _open_windows(where: Location) -> Optional[int]:
-    """Open the file, then refuse reparse points on it and on each folder above it."""
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOINHERIT", 0)
+def _windows_api() -> Api:
+    if WINDOWS_API is not None:
+        return WINDOWS_API
+    from ._winapi import WinApi
+
+    return WinApi()
+
+
+def _read_windows(where: Location, api: Api) -> Optional[bytes]:
+    """Reach the file through checked folder handles, open it without following links, read it.
+
+    Each folder from the drive root down is opened as a handle that does not follow
+    reparse points and is held, without delete sharing, until the file is read, so
+    none of them can be swapped for a junction meanwhile. Consecutive final paths
+    must line up, and the file's final path must sit in the last folder's.
+    """
+    from . import _winapi as w
+
+    path = os.path.abspath(where.path)
     try:
-        fd = os.open(where.path, flags)
-    except FileNotFoundError:
+        attributes = api.file_attributes(path)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+    if attributes is None:
         return None
-    except OSError as exc:
-        raise _unreadable(where, exc) from None
-    try:
-        _check_windows(fd, where)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _check_windows(fd: int, where: Location) -> None:
-    opened = os.fstat(fd)
-    try:
-        named = os.lstat(where.path)
-    except OSError as exc:
-        raise _unreadable(where, exc) from None
-    if windows_reparse(named):
-        raise _refuse(where, "it is a link or reparse point",
-                      "Put the policy file itself there, not a link to it.")
-    if (named.st_ino, named.st_dev) != (opened.st_ino, opened.st_dev):
-        raise _refuse(where, "it was replaced while it was being opened",
-                      "Run the command again; if this repeats, check who changes the file.")
-    if not stat.S_ISREG(opened.st_mode):
+    if attributes & w.FILE_ATTRIBUTE_DIRECTORY and not attributes & w.FILE_ATTRIBUTE_REPARSE_POINT:
         raise _refuse(where, "it is not a regular file", "Replace it with a plain TOML file.")
-    folder = os.path.dirname(where.path)
-    while True:
+
+    handles: list[int] = []
+    try:
+        folder_final = _walk_windows(api, where, os.path.dirname(path), handles)
+        if folder_final is None:
+            return None
+        return _read_windows_file(api, where, path, folder_final)
+    finally:
+        for handle in reversed(handles):
+            try:
+                api.close_handle(handle)
+            except OSError:
+                pass
+
+
+def _walk_windows(api: Api, where: Location, folder: str, handles: list[int]) -> Optional[str]:
+    """Open and hold each folder down to ``folder``; return its final path (``None``: missing)."""
+    from . import _winapi as w
+    from ._windows import is_name_surrogate
+
+    access = w.FILE_LIST_DIRECTORY | w.FILE_TRAVERSE | w.FILE_READ_ATTRIBUTES | w.SYNCHRONIZE
+    share = w.FILE_SHARE_READ | w.FILE_SHARE_WRITE
+    flags = w.FILE_FLAG_OPEN_REPARSE_POINT | w.FILE_FLAG_BACKUP_SEMANTICS
+    drive, rest = os.path.splitdrive(folder)
+    here = drive + os.sep
+    steps = [here]
+    for part in rest.replace(os.altsep or os.sep, os.sep).split(os.sep):
+        if part:
+            here = os.path.join(here, part)
+            steps.append(here)
+
+    parent_final: Optional[str] = None
+    for here in steps:
         try:
-            if windows_reparse(os.lstat(folder)):
-                raise _refuse(where, f"the folder {folder} is a junction or link",
-                              "Keep policy files in real folders.")
+            handles.append(api.create_file(here, access, share, w.OPEN_EXISTING, flags))
+            info = api.file_info(handles[-1])
+            final = w.strip_extended_prefix(api.final_path(handles[-1]))
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise _unreadable(where, exc) from None
-        above = os.path.dirname(folder)
-        if above == folder:
-            break
-        folder = above
-    problem = windows_owner_problem(fd, where)
-    if problem:
-        raise _refuse(where, problem, "Ask an administrator to fix the file's owner and ACL.")
+        if info.attributes & w.FILE_ATTRIBUTE_REPARSE_POINT and is_name_surrogate(
+                info.reparse_tag):
+            raise _refuse(where, f"the folder {here} is a link or junction",
+                          "Keep policy files in real folders, reached without links.")
+        if not info.attributes & w.FILE_ATTRIBUTE_DIRECTORY:
+            raise _refuse(where, f"{here} is not a folder", "Remove what is there.")
+        if parent_final is not None and not _same_path(os.path.dirname(final), parent_final):
+            raise _refuse(where, f"the folder {here} leads to {final}",
+                          "Keep policy files in real folders, reached without links.")
+        parent_final = final
+    return parent_final
 
 
-def windows_reparse(st: os.stat_result) -> bool:
-    """Tell whether a Windows ``lstat`` result is a reparse point (link, junction...)."""
-    return bool(getattr(st, "st_file_attributes", 0) & _FILE_ATTRIBUTE_REPARSE_POINT)
+def _same_path(a: str, b: str) -> bool:
+    return os.path.normcase(a.rstrip("\\/")) == os.path.normcase(b.rstrip("\\/"))
 
 
-def windows_owner_problem(fd: int, where: Location) -> Optional[str]:
-    """Judge a policy file's owner and ACL through the Windows seam.
+def _read_windows_file(api: Api, where: Location, path: str, folder_final: str) -> bytes:
+    """Open the policy file itself without following a link, check the handle, and read it."""
+    from . import _winapi as w
+    from ._windows import is_name_surrogate
 
-    The seam's ``file_owner_trust(fd)`` returns the owner's class (``"user"``,
-    ``"admin"`` for Administrators, SYSTEM or TrustedInstaller, or ``"other"``)
-    and whether anyone else may write to the file.
-    """
+    access = w.GENERIC_READ | w.READ_CONTROL | w.SYNCHRONIZE
+    share = w.FILE_SHARE_READ | w.FILE_SHARE_WRITE | w.FILE_SHARE_DELETE
+    flags = w.FILE_FLAG_OPEN_REPARSE_POINT | w.FILE_FLAG_BACKUP_SEMANTICS
     try:
-        from . import _winapi
+        handle = api.create_file(path, access, share, w.OPEN_EXISTING, flags)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
 
-        trust: Callable[[int], tuple[str, bool]] = getattr(_winapi, "file_owner_trust")
-    except (ImportError, AttributeError):
-        if where.kind == "machine":
-            return ("its owner cannot be checked on this system, and any user may create "
-                    "files under ProgramData")
-        return None
-    owner, others_may_write = trust(fd)
-    return judge_windows_owner(owner, others_may_write, where.kind)
+    try:
+        info = api.file_info(handle)
+        if info.attributes & w.FILE_ATTRIBUTE_REPARSE_POINT:
+            what = "a link or junction" if is_name_surrogate(info.reparse_tag) else (
+                "a placeholder served by another program (cloud sync)")
+            raise _refuse(where, f"it is {what}",
+                          "Put the policy file itself there, as a plain local file.")
+        if (info.attributes & (w.FILE_ATTRIBUTE_DIRECTORY | w.FILE_ATTRIBUTE_DEVICE)
+                or api.file_type(handle) != w.FILE_TYPE_DISK):
+            raise _refuse(where, "it is not a regular file", "Replace it with a plain TOML file.")
+        final = w.strip_extended_prefix(api.final_path(handle))
+        if not _same_path(os.path.dirname(final), folder_final):
+            raise _refuse(where, f"it now leads to {final}",
+                          "Something changed the path while it was read; check it.")
+        problem = _windows_owner_problem(api, handle, where)
+        if problem:
+            raise _refuse(where, problem, "Ask an administrator to fix its owner and ACL.")
+        fd = api.open_osfhandle(handle, os.O_RDONLY)
+    except BaseException as exc:
+        try:
+            api.close_handle(handle)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and not isinstance(exc, PolicyError):
+            raise _unreadable(where, exc) from None
+        raise
+
+    try:
+        return _read_all(lambda size: api.read(fd, size), where)
+    finally:
+        api.close(fd)
 
 
-def judge_windows_owner(owner: str, others_may_write: bool, kind: str) -> Optional[str]:
-    """Return why a Windows policy file with this owner and ACL is not trusted, or ``None``."""
-    allowed = {"machine": ("admin",), "user": ("user",), "explicit": ("user", "admin")}[kind]
-    if owner not in allowed:
-        wanted = "Administrators" if kind == "machine" else "you"
-        if kind == "explicit":
-            wanted = "you or Administrators"
-        return f"its owner is not {wanted}"
-    if others_may_write:
-        return "other users may write to it"
+def _windows_owner_problem(api: Api, handle: int, where: Location) -> Optional[str]:
+    """Return why the owner or DACL of an opened policy file is not trusted, or ``None``.
+
+    Machine policy: owned by Administrators, SYSTEM or TrustedInstaller. User policy:
+    owned by the user (or by Administrators when the user is one). Explicit: either.
+    Nobody else may have write rights. Where the system or the filesystem keeps no
+    owners, a machine policy is refused (any user may create files in ProgramData)
+    and the other kinds rest on the profile's own protection.
+    """
+    from . import _winapi as w
+    from ._windows import loose_writers
+
+    machine = where.kind == "machine"
+    if not api.supports("security"):
+        return "its owner cannot be checked on this system" if machine else None
+    owner = api.owner_sid(handle)
+    aces = api.dacl(handle)
+    if owner == w.SID_EVERYONE and aces is None:
+        return "its filesystem records no owners, so anyone may have put it there" if (
+            machine) else None
+
+    user = api.current_user_sid()
+    admins = (w.SID_ADMINISTRATORS, w.SID_SYSTEM, _SID_TRUSTED_INSTALLER)
+    if machine:
+        trusted, words = owner in admins, "Administrators"
+    elif where.kind == "user":
+        own_admin = owner == w.SID_ADMINISTRATORS and api.is_admin_member()
+        trusted, words = owner == user or own_admin, "you"
+    else:
+        trusted, words = owner == user or owner in admins, "you or Administrators"
+    if not trusted:
+        return f"it belongs to {owner}; it must belong to {words}"
+
+    writers = loose_writers(aces, w.SID_SYSTEM if machine else user)
+    if writers:
+        return f"other accounts may write to it ({', '.join(writers)})"
     return None
 
 

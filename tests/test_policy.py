@@ -8,17 +8,20 @@ import subprocess
 import sys
 import types
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import pytest
 
 import ledger
 from ledger import _policy_load
-from ledger._policy_load import Location, judge_windows_owner, load, policy_problems
+from ledger._policy_load import Location, load, policy_problems
 from ledger.errors import PolicyError
 from ledger.policy import load_policy
 
 from conftest import REPO
+
+if TYPE_CHECKING:
+    from fake_winapi import FakeWinApi
 
 POSIX = pytest.mark.skipif(os.name == "nt", reason="POSIX owners and modes")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -450,50 +453,167 @@ class TestMachineLocation:
             assert machine_path in shown.stderr
 
 
-class TestWindowsJudgement:
-    @pytest.mark.parametrize("owner,others,kind,ok", [
-        ("admin", False, "machine", True),
-        ("user", False, "machine", False),
-        ("other", False, "machine", False),
-        ("admin", True, "machine", False),
-        ("user", False, "user", True),
-        ("admin", False, "user", False),
-        ("user", True, "user", False),
-        ("user", False, "explicit", True),
-        ("admin", False, "explicit", True),
-        ("other", False, "explicit", False),
-    ])
-    def test_owner_and_acl_rules(self, owner: str, others: bool, kind: str, ok: bool) -> None:
-        """Windows trust: machine by Administrators, user by the user, nobody else may write."""
-        assert (judge_windows_owner(owner, others, kind) is None) is ok
+@pytest.mark.skipif(os.name == "nt", reason="the fake stands in for Windows on POSIX hosts")
+class TestWindowsFiles:
+    """Windows trust rules, run against the fake of the Win32 seam over real files."""
 
-    def test_machine_policy_without_an_owner_check_is_refused(
-        self, monkeypatch: pytest.MonkeyPatch
+    @pytest.fixture
+    def fake(self) -> "FakeWinApi":
+        from fake_winapi import FakeWinApi
+
+        return FakeWinApi()
+
+    @staticmethod
+    def only(fake: "FakeWinApi", path: Path, *grants: tuple[str, int]) -> None:
+        """Give ``path`` exactly these DACL entries."""
+        fake.set_null_dacl(str(path))
+        for sid, mask in grants:
+            fake.grant(str(path), sid, mask)
+
+    def read(self, fake: "FakeWinApi", kind: str, path: Path) -> Optional[bytes]:
+        data = _policy_load._read_windows(Location(kind, str(path)), fake)
+        assert fake.open_handles() == [], "a handle was left open"
+        return data
+
+    def refused(self, fake: "FakeWinApi", kind: str, path: Path) -> str:
+        with pytest.raises(PolicyError) as caught:
+            self.read(fake, kind, path)
+        assert caught.value.exit_code == 78 and str(path) in caught.value.message
+        return caught.value.message
+
+    def admin_file(self, fake: "FakeWinApi", path: Path) -> Path:
+        """A machine policy as an elevated admin leaves it: Administrators own it, Users read."""
+        from ledger import _winapi as w
+
+        write(path, 'mode = "strict"\n')
+        fake.set_owner(str(path), w.SID_ADMINISTRATORS)
+        self.only(fake, path, (w.SID_SYSTEM, 0x1F01FF), (w.SID_ADMINISTRATORS, 0x1F01FF),
+                  (w.SID_USERS, 0x1200A9))
+        return path
+
+    def test_machine_policy_of_administrators_is_read(
+        self, fake: "FakeWinApi", tmp_path: Path
     ) -> None:
-        """Without the seam's owner check a Windows machine policy is not trusted; a user's is."""
-        fake = types.ModuleType("ledger._winapi")
-        monkeypatch.setitem(sys.modules, "ledger._winapi", fake)
-        monkeypatch.setattr(ledger, "_winapi", fake, raising=False)
-        machine = Location("machine", "C:\\ProgramData\\ledger\\policy.toml")
-        assert _policy_load.windows_owner_problem(0, machine) is not None
-        assert _policy_load.windows_owner_problem(0, Location("user", "C:\\u.toml")) is None
+        """A machine policy owned by Administrators that only admins may write is read."""
+        path = self.admin_file(fake, tmp_path / "policy.toml")
+        assert self.read(fake, "machine", path) == b'mode = "strict"\n'
 
-    def test_owner_check_goes_through_the_seam(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The seam's file_owner_trust verdict is applied to the descriptor that was opened."""
-        seen: list[int] = []
-        fake = types.ModuleType("ledger._winapi")
+    def test_machine_policy_planted_by_a_user_is_refused(
+        self, fake: "FakeWinApi", tmp_path: Path
+    ) -> None:
+        """A machine policy owned by an ordinary user (as one planted in ProgramData) is refused."""
+        path = write(tmp_path / "policy.toml", 'mode = "legacy"\n')
+        assert "must belong to Administrators" in self.refused(fake, "machine", path)
 
-        def file_owner_trust(fd: int) -> tuple[str, bool]:
-            seen.append(fd)
-            return "user", False
+    def test_machine_policy_users_may_write_is_refused(
+        self, fake: "FakeWinApi", tmp_path: Path
+    ) -> None:
+        """Write rights for Users on the machine policy make it untrusted, naming the account."""
+        from ledger import _winapi as w
 
-        setattr(fake, "file_owner_trust", file_owner_trust)
-        monkeypatch.setitem(sys.modules, "ledger._winapi", fake)
-        monkeypatch.setattr(ledger, "_winapi", fake, raising=False)
-        machine = Location("machine", "C:\\ProgramData\\ledger\\policy.toml")
-        assert "Administrators" in (_policy_load.windows_owner_problem(7, machine) or "")
-        assert _policy_load.windows_owner_problem(8, Location("user", "C:\\u.toml")) is None
-        assert seen == [7, 8]
+        path = self.admin_file(fake, tmp_path / "policy.toml")
+        fake.grant(str(path), w.SID_USERS, w.FILE_WRITE_DATA)
+        assert w.SID_USERS in self.refused(fake, "machine", path)
+
+    def test_machine_policy_without_owners_is_refused(
+        self, fake: "FakeWinApi", tmp_path: Path
+    ) -> None:
+        """Where owners cannot be known (no security calls, or FAT), a machine policy is refused."""
+        path = self.admin_file(fake, tmp_path / "policy.toml")
+        fake.features.discard("security")
+        assert "cannot be checked" in self.refused(fake, "machine", path)
+        assert self.read(fake, "user", path) is not None
+        fake.features.add("security")
+        fake.forget_acls(str(path))
+        assert "records no owners" in self.refused(fake, "machine", path)
+        assert self.read(fake, "user", path) is not None
+
+    def test_user_policy_rules(self, fake: "FakeWinApi", tmp_path: Path) -> None:
+        """A user policy must be the user's (or Administrators' when the user is an admin)."""
+        from fake_winapi import OTHER_SID
+        from ledger import _winapi as w
+
+        path = write(tmp_path / "policy.toml", 'mode = "legacy"\n')
+        assert self.read(fake, "user", path) == b'mode = "legacy"\n'
+        fake.set_owner(str(path), OTHER_SID)
+        assert "must belong to you" in self.refused(fake, "user", path)
+        assert "must belong to you or Administrators" in self.refused(fake, "explicit", path)
+        fake.set_owner(str(path), w.SID_ADMINISTRATORS)
+        assert "must belong to you" in self.refused(fake, "user", path)
+        assert self.read(fake, "explicit", path) is not None
+        fake.admin_member = True
+        assert self.read(fake, "user", path) is not None
+
+    def test_user_policy_others_may_write_is_refused(
+        self, fake: "FakeWinApi", tmp_path: Path
+    ) -> None:
+        """Write rights for Everyone on the user policy make it untrusted."""
+        from ledger import _winapi as w
+
+        path = write(tmp_path / "policy.toml", 'mode = "legacy"\n')
+        fake.grant(str(path), w.SID_EVERYONE, w.GENERIC_WRITE)
+        assert w.SID_EVERYONE in self.refused(fake, "user", path)
+
+    def test_link_at_the_file_is_refused(self, fake: "FakeWinApi", tmp_path: Path) -> None:
+        """A symbolic link where the policy should be is refused, not followed."""
+        target = write(tmp_path / "target.toml", 'mode = "legacy"\n')
+        link = tmp_path / "policy.toml"
+        fake.make_symlink(str(link), str(target))
+        assert "a link or junction" in self.refused(fake, "user", link)
+
+    def test_junction_on_the_way_is_refused(self, fake: "FakeWinApi", tmp_path: Path) -> None:
+        """A junction among the folders above the policy is caught by the final path."""
+        real = tmp_path / "real"
+        real.mkdir()
+        write(real / "policy.toml", 'mode = "legacy"\n')
+        fake.make_junction(str(tmp_path / "ledger"), str(real))
+        message = self.refused(fake, "user", tmp_path / "ledger" / "policy.toml")
+        assert f"the folder {tmp_path / 'ledger'} is a link or junction" in message
+
+    def test_paths_that_do_not_line_up_are_refused(
+        self, fake: "FakeWinApi", tmp_path: Path
+    ) -> None:
+        """A folder or file whose final path is not where the walk expects it is refused."""
+        folder = tmp_path / "a" / "cfg"
+        folder.mkdir(parents=True)
+        path = write(folder / "policy.toml", 'mode = "legacy"\n')
+        fake.final_override[str(tmp_path / "a")] = str(tmp_path / "elsewhere")
+        assert f"the folder {folder} leads to" in self.refused(fake, "user", path)
+        del fake.final_override[str(tmp_path / "a")]
+        fake.final_override[str(path)] = str(tmp_path / "elsewhere" / "policy.toml")
+        assert "now leads to" in self.refused(fake, "user", path)
+
+    def test_placeholder_and_folder_are_refused(
+        self, fake: "FakeWinApi", tmp_path: Path
+    ) -> None:
+        """A cloud placeholder or a folder at the policy's name is refused with 78."""
+        path = write(tmp_path / "policy.toml", 'mode = "legacy"\n')
+        fake.set_tag(str(path), 0x9000001A)
+        assert "placeholder" in self.refused(fake, "user", path)
+        folder = tmp_path / "other.toml"
+        folder.mkdir()
+        assert "not a regular file" in self.refused(fake, "user", folder)
+
+    def test_missing_file_is_none(self, fake: "FakeWinApi", tmp_path: Path) -> None:
+        """No file (or no folder) at the place reads as no policy."""
+        assert self.read(fake, "user", tmp_path / "none.toml") is None
+        assert self.read(fake, "machine", tmp_path / "no" / "policy.toml") is None
+
+
+@pytest.mark.skipif(os.name != "nt", reason="the real Win32 calls")
+def test_real_windows_reads_a_plain_policy_and_refuses_a_junction(tmp_path: Path) -> None:
+    """On real Windows an explicit policy loads, and one reached through a junction is 78."""
+    import _winapi as nt  # the standard library's, for CreateJunction
+
+    path = write(tmp_path / "plain.toml", 'mode = "strict"\n')
+    assert load(str(path), {}).mode == "strict"
+    real = tmp_path / "real"
+    real.mkdir()
+    write(real / "policy.toml", 'mode = "legacy"\n')
+    nt.CreateJunction(str(real), str(tmp_path / "junction"))
+    with pytest.raises(PolicyError) as caught:
+        load(str(tmp_path / "junction" / "policy.toml"), {})
+    assert "link or junction" in caught.value.message
 
 
 class TestHotPath:
