@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import threading
 import types
 from pathlib import Path
-from typing import Iterator, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -125,7 +126,8 @@ def test_audit_event_names_msvcrt_locking(fake: FakeWinApi, folder: Path) -> Non
     """The audit event of a write records the Windows mechanisms that applied each protection."""
     _ledger(folder / "book.json", audit=True).append({"n": 1})
 
-    events = [e for e in audit_events(default_audit_file()) if e["ledger"] == str(folder / "book.json")]
+    book = str(folder / "book.json")
+    events = [e for e in audit_events(default_audit_file()) if e["ledger"] == book]
     assert len(events) == 1
     assert events[0]["outcome"] == "ok"
     assert events[0]["protections"]["lock"] == "msvcrt.locking"
@@ -239,7 +241,7 @@ def test_lock_and_unlock_name_byte_zero_even_after_the_position_moved(
     """The backend seeks to 0 before locking and unlocking, wherever the position was left."""
     book = folder / "book.json"
 
-    def move_lock_position(records: list) -> list:
+    def move_lock_position(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         fake.lseek(fake.fd_of("book.json.lock"), 77, os.SEEK_SET)
         return records + [{"n": 1}]
 
@@ -394,7 +396,7 @@ def test_the_products_own_reader_never_blocks_a_writer(real_time_fake: FakeWinAp
     book = folder / "book.json"
     _ledger(book).append({"n": 1})
     reading, release = threading.Event(), threading.Event()
-    seen: List[list] = []
+    seen: List[List[Dict[str, Any]]] = []
 
     def pause_in_read(path: str) -> None:
         if path == str(book) and not reading.is_set():
@@ -432,7 +434,7 @@ def test_read_only_ledger_is_a_clear_error_and_stays_read_only(fake: FakeWinApi,
     assert refused.value.reason == "read_only"
     assert "attrib -R" in refused.value.message
     assert _digest(book) == before
-    assert fake.file_attributes(str(book)) & w.FILE_ATTRIBUTE_READONLY
+    assert (fake.file_attributes(str(book)) or 0) & w.FILE_ATTRIBUTE_READONLY
     assert _temps(folder) == []
 
 
@@ -457,7 +459,7 @@ def victim(tmp_path: Path) -> Path:
     return target
 
 
-def _snapshot(folder: Path) -> dict:
+def _snapshot(folder: Path) -> Dict[str, str]:
     return {p.name: _digest(p) for p in folder.iterdir()}
 
 
@@ -528,18 +530,18 @@ def test_junction_at_the_ledger_name_is_refused(fake: FakeWinApi, folder: Path,
 def _predictable_temps(monkeypatch: pytest.MonkeyPatch, tokens: List[str]) -> None:
     names = iter(tokens)
     fixed = types.SimpleNamespace(token_hex=lambda n: next(names),
-                                  randbelow=windows.secrets.randbelow)
+                                  randbelow=secrets.randbelow)
     monkeypatch.setattr(windows, "secrets", fixed)
 
 
 def test_symlink_at_the_temp_name_is_skipped_not_followed(
         fake: FakeWinApi, folder: Path, victim: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A link planted (during the write) at the next temp name: CREATE_NEW fails, a fresh name is used."""
+    """A link planted mid-write at the next temp name: CREATE_NEW fails, a fresh name is used."""
     before = _snapshot(victim)
     planted = folder / f".book.json.{os.getpid()}.aaaa.tmp"
     _predictable_temps(monkeypatch, ["aaaa", "bbbb"])
 
-    def plant(records: list) -> list:
+    def plant(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         fake.make_symlink(str(planted), str(victim / "book.json"))
         return records + [{"n": 1}]
 
@@ -556,7 +558,7 @@ def test_every_temp_name_taken_is_refused(fake: FakeWinApi, folder: Path, victim
     before = _snapshot(victim)
     _predictable_temps(monkeypatch, ["aaaa"] * 16)
 
-    def plant(records: list) -> list:
+    def plant(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         fake.make_symlink(str(folder / f".book.json.{os.getpid()}.aaaa.tmp"),
                           str(victim / "book.json"))
         return records + [{"n": 1}]
@@ -614,7 +616,7 @@ def test_the_folder_and_its_parents_are_pinned_during_a_write(fake: FakeWinApi,
     """While a write runs, renaming the ledger folder or its parent fails (sharing violation)."""
     attempts: List[int] = []
 
-    def try_renames(records: list) -> list:
+    def try_renames(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         for path in (folder, folder.parent):
             try:
                 fake.move_file(str(path), str(path) + "-moved", 0)
