@@ -71,6 +71,9 @@ MACHINE_OWNER_UIDS: tuple[int, ...] = (0,)
 WINDOWS_API: Optional[Api] = None
 """The Windows calls to use; ``None`` means the real ones (tests put a fake here)."""
 
+# O_NOFOLLOW on a link fails with ELOOP on Linux and macOS, EMLINK on FreeBSD.
+_LINK_ERRNOS = (errno.ELOOP, errno.EMLINK)
+
 _SID_TRUSTED_INSTALLER = "S-1-5-80-956008885-3425558581-2785563289-1616101891-2229658046"
 _TEXT_MODES = ", ".join(f'"{mode}"' for mode in reversed(MODES))
 
@@ -292,6 +295,11 @@ def _write_mask(where: Location) -> int:
     return 0o002 if where.kind == "explicit" else 0o022
 
 
+def _bits(where: Location) -> str:
+    """The chmod argument that clears the write bits :func:`_write_mask` forbids."""
+    return "o-w" if where.kind == "explicit" else "go-w"
+
+
 def _owner_words(where: Location) -> str:
     if where.kind == "machine":
         return "root"
@@ -320,7 +328,7 @@ def _open_posix(where: Location) -> Optional[int]:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno in _LINK_ERRNOS:
             raise _refuse(where, "it is a symbolic link",
                           "Put the policy file itself there, not a link to it.") from None
         raise _unreadable(where, exc) from None
@@ -356,7 +364,7 @@ def _walk(where: Location, folder: str, owners: tuple[int, ...]) -> Optional[int
                 os.close(dir_fd)
                 return None
             except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                if exc.errno not in _LINK_ERRNOS + (errno.ENOTDIR,):
                     raise _unreadable(where, exc) from None
                 target = _link_target(dir_fd, part)
                 links += 1
@@ -401,7 +409,7 @@ def _check_folder(
         raise _refuse(
             where,
             f"other users may write to the folder {here} (mode {stat.S_IMODE(st.st_mode):o})",
-            f"Run 'chmod go-w {here}' and try again.",
+            f"Run 'chmod {_bits(where)} {here}' and try again.",
         )
 
 
@@ -417,11 +425,10 @@ def _check_file(st: os.stat_result, where: Location) -> None:
         )
     if st.st_mode & _write_mask(where):
         who = "other users" if where.kind == "explicit" else "its group or other users"
-        bits = "o-w" if where.kind == "explicit" else "go-w"
         raise _refuse(
             where,
             f"{who} may write to it (mode {stat.S_IMODE(st.st_mode):o})",
-            f"Run 'chmod {bits} {where.path}' and try again.",
+            f"Run 'chmod {_bits(where)} {where.path}' and try again.",
         )
 
 

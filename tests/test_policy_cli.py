@@ -214,13 +214,18 @@ class TestCheck:
         assert done.returncode == 78 and "symbolic link" in done.stderr
 
     @pytest.mark.parametrize("name", ["strict", "secure", "legacy"])
-    def test_example_policies_pass(self, machine: Path, name: str) -> None:
+    def test_example_policies_pass(self, machine: Path, tmp_path: Path, name: str) -> None:
         """Each example in policies/ passes the check in a real process, and as a machine policy."""
         path = REPO / "policies" / f"{name}.toml"
-        for extra in ([], ["--machine"]):
-            done = run_admin(machine, "policy", "check", *extra, str(path))
-            assert done.returncode == 0, done.stderr
-            assert f'mode = "{name}"' in done.stdout
+        done = run_admin(machine, "policy", "check", str(path))
+        assert done.returncode == 0, done.stderr
+        assert f'mode = "{name}"' in done.stdout
+
+        # Installed as a machine policy: a copy with the owner and mode an admin would give it.
+        installed = write(tmp_path / "etc" / "policy.toml", path.read_text(encoding="utf-8"))
+        done = run_admin(machine, "policy", "check", "--machine", str(installed))
+        assert done.returncode == 0, done.stderr
+        assert "valid as a machine policy" in done.stdout
 
 
 def test_policy_without_action_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
