@@ -99,8 +99,8 @@ def show(args: argparse.Namespace, out: TextIO) -> int:
     if policy.raised:
         asked_by = policy.origins.get("requested_mode", "default")
         out.write(
-            f"  ({asked_by} asked for {policy.requested_mode!r}; the machine floor "
-            f"minimum_mode = {policy.minimum_mode!r} raised it)\n"
+            f"  ({asked_by} asked for {_toml(policy.requested_mode)}; the machine floor "
+            f"minimum_mode = {_toml(policy.minimum_mode)} raised it)\n"
         )
     width = max(len(key) for key in KEYS) + 2
     values = info["values"]

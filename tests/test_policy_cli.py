@@ -118,7 +118,7 @@ class TestShow:
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[:2] == [
             "Effective policy: mode strict",
-            f"  ({user} asked for 'legacy'; the machine floor minimum_mode = 'strict' raised it)",
+            f'  ({user} asked for "legacy"; the machine floor minimum_mode = "strict" raised it)',
         ]
 
     def test_broken_policy_is_78(self, machine: Path, user: Path) -> None:
