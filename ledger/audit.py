@@ -369,7 +369,8 @@ class _AuditFile:
 
         The decision is made under the lock on the file now at the path: if
         another process rotated already, that file is small and only the
-        descriptor is reopened. A lock held elsewhere for too long skips the
+        descriptor is reopened. A lock held elsewhere for too long, or (on
+        Windows) a reader holding the file without delete sharing, skips the
         rotation; the next event tries again.
         """
         folder = _open_folder(self.folder, create=False)
@@ -387,6 +388,10 @@ class _AuditFile:
                 self.open()
         except LockTimeoutError:
             return
+        except PermissionError as exc:
+            # On Windows a reader without FILE_SHARE_DELETE blocks the rename: try next time.
+            if sys.platform != "win32" or isinstance(exc, LedgerError):
+                raise
         finally:
             folder.close()
 
