@@ -319,8 +319,9 @@ def check_loss(folder: str, writers: int, per_writer: int) -> Dict[str, int]:
     return {"expected": len(wanted), "lost": len(wanted - found), "temp_files_left": stray}
 
 
-def cold_writers(box: Sandbox, cfg: Dict[str, Any], base: List[str]) -> Tuple[float, Dict[str, int]]:
-    """8 (or so) hook-like chains at once, each running ``record`` in a new process N times."""
+def cold_writers(box: Sandbox, cfg: Dict[str, Any], base: List[str]
+                 ) -> Tuple[float, Dict[str, int]]:
+    """Hook-like chains at once (8), each running ``record`` in a new process N times (25)."""
     folder = box.fresh("writers")
     env = box.env_for(folder)
     writers, per_writer = cfg["writers"], cfg["per_writer"]
@@ -353,9 +354,10 @@ def api_writers(box: Sandbox, cfg: Dict[str, Any], kind: str) -> Tuple[float, Di
     """The same writers as processes that append through the Python API after a start gate."""
     folder = box.fresh("api-writers")
     writers, per_writer = cfg["writers"], cfg["per_writer"]
+    env = box.env_for(folder)
     procs = [subprocess.Popen([PYTHON, WRITER, kind, folder, str(per_writer), f"w{w}"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=box.env_for(folder),
-                              cwd=REPO, text=True) for w in range(writers)]
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=REPO,
+                              text=True) for w in range(writers)]
     try:
         for proc in procs:
             assert proc.stdout is not None
@@ -615,6 +617,40 @@ def in_process_costs(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
     return costs
 
 
+def folder_steps(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """The steps of one write that do not depend on the ledger's size (ms, median)."""
+    from ledger._backend import backend_for
+    from ledger.protections import Report
+
+    folder = box.fresh("steps")
+    fill(folder, 200)
+    backend = backend_for("secure")
+    reps = max(cfg["size_reps"] * 3, 3)
+
+    def open_and_close() -> None:
+        backend.open_folder(folder, create=False, report=Report()).close()
+
+    opened = backend.open_folder(folder, create=False, report=Report())
+    try:
+        def lock_and_unlock() -> None:
+            with opened.lock(LEDGER_NAME + ".lock", 10.0):
+                pass
+
+        steps = {"open and check the folder": open_and_close, "lock and unlock": lock_and_unlock,
+                 "look for stale temp files": lambda: opened.remove_stale_temps(LEDGER_NAME)}
+        times: Dict[str, Any] = {}
+        for name, work in steps.items():
+            values = []
+            for _ in range(reps):
+                start = time.perf_counter()
+                work()
+                values.append((time.perf_counter() - start) * 1000)
+            times[name] = round(statistics.median(values), 3)
+    finally:
+        opened.close()
+    return times
+
+
 def audit_share(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
     """One API append with and without the audit event (ms), 200 entries."""
     from ledger.escalation import make_entry, validate_entry
@@ -703,6 +739,8 @@ def breakdown_text(parts: Dict[str, Any]) -> str:
     for size, costs in parts["in_process"].items():
         shown = ", ".join(f"{name} {value}" for name, value in costs.items())
         lines.append(f"  {size:>6} entries: {shown}")
+    shown = ", ".join(f"{name} {value}" for name, value in parts["steps"].items())
+    lines.append(f"  each write: {shown}")
     for name, stats in parts["audit"].items():
         lines.append(f"  {name:<40} {stats['median']:8.2f}")
     return "\n".join(lines)
@@ -725,6 +763,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     box = Sandbox()
     started = time.time()
+    load_before = os.getloadavg()
     try:
         box.enter()
         results: List[Dict[str, Any]] = []
@@ -741,7 +780,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             step()
         sys.stderr.write("breakdown...\n")
         parts = {"start_up": start_up(box, cfg), "imports": import_costs(box, cfg, args.launcher),
-                 "in_process": in_process_costs(box, cfg), "audit": audit_share(box, cfg)}
+                 "in_process": in_process_costs(box, cfg), "steps": folder_steps(box, cfg),
+                 "audit": audit_share(box, cfg)}
     finally:
         if args.keep:
             sys.stderr.write(f"sandbox kept: {box.root}\n")
@@ -756,12 +796,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "machine": machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 1),
+        # Other work on the machine moves every figure; the ratios, interleaved, move least.
+        "load_average": {"before": [round(x, 2) for x in load_before],
+                         "after": [round(x, 2) for x in os.getloadavg()]},
         "results": results,
         "breakdown": parts,
         "all_met": all(item["met"] is not False for item in results),
     }
     print(table(results))
     print(breakdown_text(parts))
+    print(f"\n{report['machine'].get('os', '')}, {report['machine']['cpus']} CPUs, Python "
+          f"{report['machine']['python']}; load average before {report['load_average']['before']}"
+          f", after {report['load_average']['after']}; {report['seconds']} s")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)

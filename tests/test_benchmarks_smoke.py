@@ -98,7 +98,7 @@ def test_smoke_writers_lose_nothing_and_every_record_is_audited(smoke: dict[str,
 def test_smoke_breakdown_covers_start_up_imports_and_costs(smoke: dict[str, Any]) -> None:
     """The breakdown names start-up, the imports of both commands, and the per-size costs."""
     parts = smoke["report"]["breakdown"]
-    assert set(parts) == {"start_up", "imports", "in_process", "audit"}
+    assert set(parts) == {"start_up", "imports", "in_process", "steps", "audit"}
     assert set(parts["imports"]) == {"replay_safe/product", "replay_safe/baseline",
                                      "record/product", "record/baseline"}
     assert "structlog" in parts["imports"]["record/product"]
