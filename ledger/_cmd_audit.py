@@ -345,8 +345,10 @@ def _row(out: TextIO, label: str, value: str, indent: int) -> None:
 def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> None:
     files = summary["files"]
     if not files:
-        where = f" at {configured}" if configured else ""
-        out.write(f"No audit files{where} yet: no write has been audited there.\n")
+        if configured:
+            out.write(f"No audit file at {configured} yet: no write has been audited there.\n")
+        else:
+            out.write("No audit files among the paths given.\n")
         return
     out.write(f"Audit files ({len(files)}):\n")
     for stats in files:
