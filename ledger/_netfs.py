@@ -42,14 +42,14 @@ def filesystem_of(fd: int) -> tuple[str, Optional[bool]]:
     ``remote`` is ``None`` when this platform cannot tell.
     """
     if sys.platform.startswith("linux"):
-        return _linux_type(os.fstat(fd).st_dev)
+        dev = os.fstat(fd).st_dev
+        return _linux_type(f"{os.major(dev)}:{os.minor(dev)}")
     if sys.platform == "darwin":
         return _darwin_type(fd)
     return "unknown", None
 
 
-def _linux_type(dev: int, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, Optional[bool]]:
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+def _linux_type(wanted: str, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, Optional[bool]]:
     try:
         with open(mountinfo, encoding="utf-8", errors="replace") as handle:
             lines = handle.read().splitlines()

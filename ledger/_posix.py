@@ -14,7 +14,7 @@ import os
 import stat
 import sys
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from . import _netfs
 from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
@@ -24,13 +24,35 @@ from .protections import Report
 if sys.platform != "win32":
     import fcntl
 
+    _flock = fcntl.flock
+    _LOCK_EX, _LOCK_NB, _LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_UN
+    _geteuid = os.geteuid
+    _pread = os.pread
+    _pwrite = os.pwrite
+    _F_FULLFSYNC: Optional[int] = getattr(fcntl, "F_FULLFSYNC", None)
+
+    def _full_fsync(fd: int) -> None:
+        assert _F_FULLFSYNC is not None
+        fcntl.fcntl(fd, _F_FULLFSYNC)
+
+else:  # the module imports everywhere; this backend is never chosen on Windows
+
+    def _posix_only(*args: object) -> Any:
+        raise OSError(errno.ENOSYS, "this call exists only on POSIX systems")
+
+    _flock = _full_fsync = _pread = _pwrite = _posix_only
+    _LOCK_EX, _LOCK_NB, _LOCK_UN = 2, 4, 8
+    _F_FULLFSYNC = None
+
+    def _geteuid() -> int:
+        return -1
+
 __all__ = ["PosixBackend", "PosixFolder", "io_error"]
 
 _O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECTORY: int = getattr(os, "O_DIRECTORY", 0)
 _O_CLOEXEC: int = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
-_F_FULLFSYNC: Optional[int] = getattr(fcntl, "F_FULLFSYNC", None) if sys.platform == "darwin" else None
 
 _DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 _TEMP_ATTEMPTS = 16
@@ -58,7 +80,7 @@ def io_error(exc: OSError, path: str, doing: str) -> Exception:
 
 
 def _owner_ok(st: os.stat_result) -> bool:
-    return st.st_uid in (os.geteuid(), 0)
+    return st.st_uid in (_geteuid(), 0)
 
 
 def _link_error(path: str, what: str) -> UnsafePathError:
@@ -159,7 +181,6 @@ class PosixFolder:
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:
-        assert sys.platform != "win32"
         path = self._join(name)
         try:
             fd = self._open_checked(name, os.O_RDWR | os.O_CREAT)
@@ -174,18 +195,17 @@ class PosixFolder:
             try:
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                _flock(fd, _LOCK_UN)
         finally:
             os.close(fd)
 
     @staticmethod
     def _acquire(fd: int, path: str, timeout: float) -> None:
-        assert sys.platform != "win32"
         deadline = time.monotonic() + timeout
         delay = 0.001
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(fd, _LOCK_EX | _LOCK_NB)
                 return
             except BlockingIOError:
                 pass
@@ -319,9 +339,8 @@ def _too_large(path: str, size: int, limit: int) -> bytes:
 
 def _fsync_file(fd: int) -> None:
     if _F_FULLFSYNC is not None:
-        assert sys.platform != "win32"
         try:
-            fcntl.fcntl(fd, _F_FULLFSYNC)
+            _full_fsync(fd)
             return
         except OSError:
             pass
@@ -335,16 +354,58 @@ def _note_holder(fd: int) -> None:
     note = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
     with contextlib.suppress(OSError):
         # A process that writes again finds its own note there: no need to write it twice.
-        if os.pread(fd, len(note) + 1, 0) == note:
+        if _pread(fd, len(note) + 1, 0) == note:
             return
         os.ftruncate(fd, 0)
-        os.pwrite(fd, note, 0)
+        _pwrite(fd, note, 0)
 
 
 def _read_holder(fd: int) -> str:
     with contextlib.suppress(OSError):
-        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+        note: bytes = _pread(fd, 200, 0)
+        return note.decode("utf-8", "replace").strip()
     return ""
+
+
+def _trusted_realpath(path: str) -> str:
+    """Resolve ``path`` like ``realpath``, following only links no other user can have made.
+
+    A link is followed when it belongs to the user or root and sits in a folder that
+    passes the ancestor checks (``/var`` on macOS, a dotfiles link); a link planted by
+    someone else, such as in a shared sticky folder, is refused.
+    """
+    pending = [part for part in path.split(os.sep) if part]
+    here = os.sep
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part in (".", ".."):
+            here = os.path.dirname(here) if part == ".." else here
+            continue
+        link = os.path.join(here, part)
+        try:
+            st = os.lstat(link)
+        except OSError:
+            return os.path.join(link, *pending)
+        if not stat.S_ISLNK(st.st_mode):
+            here = link
+            continue
+        hops += 1
+        if hops > 40:
+            raise _link_error(link, "this folder (a loop of links)")
+        if not _owner_ok(st):
+            raise UnsafePathError(
+                f"Refusing to use {link}: it is a symbolic link of uid {st.st_uid}, which "
+                "another user may have planted. Remove it or choose another ledger folder.",
+                path=link,
+                reason="symlink",
+            )
+        _check_folder(os.stat(here), here, final=False)
+        target = os.readlink(link)
+        if target.startswith(os.sep):
+            here = os.sep
+        pending[:0] = [item for item in target.split(os.sep) if item]
+    return here
 
 
 class PosixBackend:
@@ -373,7 +434,7 @@ class PosixBackend:
     def open_folder(self, path: str, *, create: bool, report: Report) -> PosixFolder:
         path = os.path.abspath(os.path.expanduser(path))
         parent, leaf = os.path.split(path)
-        target = os.path.join(os.path.realpath(parent), leaf) if leaf else os.path.realpath(path)
+        target = os.path.join(_trusted_realpath(parent), leaf) if leaf else _trusted_realpath(path)
         parts = [part for part in target.split(os.sep) if part]
         fd = os.open("/", _DIR_FLAGS)
         here = "/"
