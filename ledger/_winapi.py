@@ -257,7 +257,7 @@ class Api(Protocol):
         """``GetFinalPathNameByHandleW`` without the ``\\\\?\\`` prefix."""
 
     def owner_sid(self, handle: int) -> str:
-        """Owner of the object behind ``handle`` as a string SID."""
+        """Owner of the object behind ``handle`` as a string SID (``""`` if it has none)."""
 
     def dacl(self, handle: int) -> Optional[List[Ace]]:
         """Entries of the object's DACL; ``None`` for a NULL DACL (everyone may do anything)."""
@@ -575,7 +575,7 @@ class WinApi:
         if sys.platform == "win32":
             owner, _, descriptor = _security(handle, _OWNER_SECURITY_INFORMATION)
             try:
-                return _sid_string(owner)
+                return _sid_string(owner) if owner else ""
             finally:
                 _dlls().LocalFree(descriptor)
         raise _not_windows()

@@ -80,6 +80,7 @@ _LOCAL_DRIVES = {
     w.DRIVE_RAMDISK: "ramdisk",
 }
 _BLOCKED_REPLACE = (w.ERROR_ACCESS_DENIED, w.ERROR_SHARING_VIOLATION)
+_NO_SECURITY_ERRORS = (1, 50)  # ERROR_INVALID_FUNCTION, ERROR_NOT_SUPPORTED
 
 
 def is_name_surrogate(tag: int) -> bool:
@@ -219,8 +220,12 @@ class _Trust:
             owner = self.api.owner_sid(handle)
             aces = self.api.dacl(handle)
         except OSError as exc:
+            if winerror_of(exc) in _NO_SECURITY_ERRORS:
+                return False
             raise os_error(exc, path, "checking the owner of") from exc
-        if owner == w.SID_EVERYONE and aces is None:
+        # FAT and exFAT keep no owners: the owner reads back as Everyone, open to everyone.
+        writers = loose_writers(aces, self.user)
+        if owner in ("", w.SID_EVERYONE) and set(writers) <= {w.SID_EVERYONE}:
             return False
         if owner != self.user and not (owner == w.SID_ADMINISTRATORS and self._admin_member()):
             raise UnsafePathError(
@@ -229,7 +234,6 @@ class _Trust:
                 path=path,
                 reason="foreign_owner",
             )
-        writers = loose_writers(aces, self.user)
         if writers:
             raise UnsafePathError(
                 f"Refusing to use {path}: other accounts may write to {what} "

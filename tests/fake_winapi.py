@@ -169,6 +169,7 @@ class FakeWinApi:
         self.volumes: Dict[str, int] = {os.sep: w.DRIVE_FIXED}
         self.final_override: Dict[str, str] = {}
         self.replace_error = w.ERROR_SHARING_VIOLATION
+        self.security_error: Optional[int] = None
         self.dirty: Set[Key] = set()
         self.lock_calls: List[LockCall] = []
         self.moves: List[MoveCall] = []
@@ -204,10 +205,10 @@ class FakeWinApi:
     def set_null_dacl(self, path: str) -> None:
         self.dacls[self._key(path)] = None
 
-    def forget_acls(self, path: str) -> None:
-        """Make ``path`` look like a folder on FAT: owner Everyone, no DACL."""
+    def forget_acls(self, path: str, *, dacl: Optional[List[Ace]] = None) -> None:
+        """Make ``path`` look like a folder on FAT: owner Everyone, no DACL (or ``dacl``)."""
         self.owners[self._key(path)] = w.SID_EVERYONE
-        self.dacls[self._key(path)] = None
+        self.dacls[self._key(path)] = dacl
 
     def set_readonly(self, path: str) -> None:
         self.readonly.add(self._key(path))
@@ -484,6 +485,8 @@ class FakeWinApi:
     def _need_read_control(self, found: Handle) -> None:
         if not expand(found.access) & w.READ_CONTROL:
             raise win_error(w.ERROR_ACCESS_DENIED, found.path)
+        if self.security_error is not None:
+            raise win_error(self.security_error, found.path)
 
     def owner_sid(self, handle: int) -> str:
         with self._mutex:

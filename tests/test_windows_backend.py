@@ -495,6 +495,18 @@ def test_junction_in_place_of_an_ancestor_is_refused(fake: FakeWinApi, tmp_path:
     assert _snapshot(victim / "inner") == before
 
 
+def test_directory_symlink_as_the_folder_is_refused(fake: FakeWinApi, tmp_path: Path,
+                                                    victim: Path) -> None:
+    """A directory symbolic link as the folder: exit 77 (reason symlink), target untouched."""
+    before = _snapshot(victim)
+    link = Path(os.path.realpath(tmp_path)) / "ledgers"
+    fake.make_symlink(str(link), str(victim), directory=True)
+    with pytest.raises(UnsafePathError) as refused:
+        _ledger(link / "book.json").append({"n": 1})
+    assert refused.value.reason == "symlink"
+    assert _snapshot(victim) == before
+
+
 def test_junction_reads_are_refused_too(fake: FakeWinApi, tmp_path: Path, victim: Path) -> None:
     """Reads refuse a junction folder like writes do (exit 77)."""
     link = Path(os.path.realpath(tmp_path)) / "ledgers"
@@ -711,6 +723,14 @@ def test_read_grants_and_inherit_only_entries_are_fine(fake: FakeWinApi, folder:
     assert _ledger(folder / "book.json").append({"n": 1}).missing == []
 
 
+def test_everyone_owner_with_other_writers_is_refused(fake: FakeWinApi, folder: Path) -> None:
+    """Owner Everyone is only read as "no ACLs" when nobody else is granted writing: here 77."""
+    fake.forget_acls(str(folder), dacl=[w.Ace(0, 0, w.GENERIC_ALL, OTHER_SID)])
+    with pytest.raises(UnsafePathError) as refused:
+        _ledger(folder / "book.json").append({"n": 1})
+    assert refused.value.reason == "foreign_owner"
+
+
 def test_null_dacl_is_refused(fake: FakeWinApi, folder: Path) -> None:
     """A NULL DACL (anyone may do anything) on a filesystem that records owners: exit 77."""
     fake.set_null_dacl(str(folder))
@@ -719,10 +739,16 @@ def test_null_dacl_is_refused(fake: FakeWinApi, folder: Path) -> None:
     assert refused.value.reason == "loose_permissions"
 
 
+@pytest.mark.parametrize("fat", ["null_dacl", "everyone_full", "not_supported"])
 def test_filesystem_without_acls_is_missing_in_secure_refused_in_strict(
-        fake: FakeWinApi, folder: Path) -> None:
+        fake: FakeWinApi, folder: Path, fat: str) -> None:
     """No owners recorded (FAT): secure lists owner/permission checks missing; strict exits 69."""
-    fake.forget_acls(str(folder))
+    if fat == "null_dacl":
+        fake.forget_acls(str(folder))
+    elif fat == "everyone_full":
+        fake.forget_acls(str(folder), dacl=[w.Ace(0, 0, w.GENERIC_ALL, w.SID_EVERYONE)])
+    else:
+        fake.security_error = 50
     result = _ledger(folder / "book.json").append({"n": 1})
     assert sorted(result.missing) == ["owner_check", "permission_check"]
 
