@@ -20,8 +20,9 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
+from ._policy_parse import KEYS, KeySpec, policy_problems
 from .errors import PolicyError
-from .policy import MODES, Policy, mode_rank
+from .policy import Policy, mode_rank
 
 if TYPE_CHECKING:
     from ._winapi import Api
@@ -43,8 +44,6 @@ __all__ = [
 
 POLICY_ENV = "LEDGER_POLICY"
 MAX_POLICY_BYTES = 256 * 1024
-MAX_LOCK_TIMEOUT = 600.0
-MAX_ESCALATION_CAP = 100_000
 
 # Fixed per OS and computed without any environment variable, so that an
 # unprivileged user cannot point hooks at a machine policy of their own.
@@ -75,39 +74,6 @@ WINDOWS_API: Optional[Api] = None
 _LINK_ERRNOS = (errno.ELOOP, errno.EMLINK)
 
 _SID_TRUSTED_INSTALLER = "S-1-5-80-956008885-3425558581-2785563289-1616101891-2229658046"
-_TEXT_MODES = ", ".join(f'"{mode}"' for mode in reversed(MODES))
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One key a policy file may set.
-
-    Attributes:
-        default: The value when no policy sets the key, as ``policy show`` prints it.
-        allowed: The allowed values, in words, for messages and docs.
-        machine_only: Honoured in the machine policy only.
-    """
-
-    default: str
-    allowed: str
-    machine_only: bool = False
-
-
-KEYS: dict[str, KeySpec] = {
-    "mode": KeySpec('"secure"', _TEXT_MODES),
-    "minimum_mode": KeySpec("none", _TEXT_MODES + " (machine policy only)", machine_only=True),
-    "lock_timeout": KeySpec(
-        "10", f"a number of seconds, more than 0 and at most {MAX_LOCK_TIMEOUT:g}"
-    ),
-    "escalation_dir": KeySpec(
-        '"~/.preview-forge"', "an absolute folder path, or one starting with ~"
-    ),
-    "escalation_cap": KeySpec("200", f"a whole number from 1 to {MAX_ESCALATION_CAP}"),
-    "audit_log": KeySpec(
-        "the user log folder's audit.jsonl", "an absolute file path, or one starting with ~"
-    ),
-    "audit_stderr": KeySpec("false", "true or false"),
-}
 
 
 @dataclass(frozen=True)
@@ -602,152 +568,7 @@ def _windows_owner_problem(api: Api, handle: int, where: Location) -> Optional[s
     return None
 
 
-# Parsing and validation.
-
-
-def _decode(data: bytes) -> str:
-    """Decode UTF-8 (with or without a byte-order mark) or BOM-marked UTF-16."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    return data.decode("utf-8")
-
-
-def _line_of(text: str, key: str) -> Optional[int]:
-    """Return the line where top-level ``key`` is set (or its table starts), if found."""
-    import re
-
-    name = re.escape(key)
-    pattern = re.compile(rf"""^\s*\[*\s*(?:"{name}"|'{name}'|{name})\s*[=.\]]""")
-    for number, line in enumerate(text.splitlines(), 1):
-        if pattern.match(line):
-            return number
-    return None
-
-
-def _toml_loads(text: str) -> dict[str, Any]:
-    if sys.version_info >= (3, 11):
-        import tomllib as toml
-    else:
-        import importlib
-
-        toml = importlib.import_module("tomli")
-    result: dict[str, Any] = toml.loads(text)
-    return result
-
-
-def _toml_error_types() -> tuple[type[Exception], ...]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-
-        return (tomllib.TOMLDecodeError,)
-    import importlib
-
-    error: type[Exception] = getattr(importlib.import_module("tomli"), "TOMLDecodeError")
-    return (error,)
-
-
-def _kind_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return "a date or time"
-
-
-def _shown(value: Any) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
-
-
-def _check_value(key: str, value: Any) -> tuple[Any, Optional[str]]:
-    """Return the value to use and ``None``, or ``None`` and what is wrong."""
-    allowed = KEYS[key].allowed
-    bad = f"must be {allowed}, not {_kind_of(value)}"
-    if key in ("mode", "minimum_mode"):
-        if not isinstance(value, str):
-            return None, bad
-        if value not in MODES:
-            return None, f"must be one of {_TEXT_MODES}, not {_shown(value)}"
-        return value, None
-    if key == "lock_timeout":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return None, bad
-        if not math.isfinite(value) or not 0 < value <= MAX_LOCK_TIMEOUT:
-            return None, f"must be {allowed}, not {_shown(value)}"
-        return float(value), None
-    if key == "escalation_cap":
-        if isinstance(value, bool) or not isinstance(value, int):
-            return None, bad
-        if not 1 <= value <= MAX_ESCALATION_CAP:
-            return None, f"must be {allowed}, not {value}"
-        return value, None
-    if key == "audit_stderr":
-        if not isinstance(value, bool):
-            return None, bad
-        return value, None
-    if not isinstance(value, str):
-        return None, bad
-    expanded = os.path.expanduser(value)
-    if not value.strip() or "\0" in value or not os.path.isabs(expanded):
-        return None, f"must be {allowed}, not {_shown(value)}"
-    return os.path.normpath(expanded), None
-
-
-def policy_problems(data: bytes, kind: str) -> tuple[dict[str, Any], list[str]]:
-    """Parse policy bytes; return the valid settings and every problem found.
-
-    Args:
-        data: The file's bytes (a UTF-8 or UTF-16 byte-order mark and CRLF are fine).
-        kind: ``machine``, ``explicit`` or ``user``; only a machine policy may set
-            ``minimum_mode``.
-    """
-    try:
-        text = _decode(data)
-    except UnicodeDecodeError as exc:
-        return {}, [f"it is not UTF-8 text (byte {exc.start} cannot be decoded)"]
-    try:
-        document = _toml_loads(text)
-    except _toml_error_types() as exc:
-        return {}, [f"TOML syntax error: {exc}"]
-
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for key, value in document.items():
-        line = _line_of(text, key)
-        where = f"line {line}: " if line else ""
-        if key not in KEYS:
-            problems.append(
-                f"{where}unknown key {key!r}; the keys are {', '.join(KEYS)}"
-            )
-            continue
-        if KEYS[key].machine_only and kind != "machine":
-            problems.append(
-                f"{where}{key!r} is honoured only in the machine policy "
-                f"({machine_policy_path()}); remove it from this file"
-            )
-            continue
-        checked, problem = _check_value(key, value)
-        if problem:
-            problems.append(f"{where}{key!r} {problem}")
-        else:
-            values[key] = checked
-
-    floor = values.get("minimum_mode")
-    mode = values.get("mode")
-    if floor is not None and mode is not None and mode_rank(mode) < mode_rank(floor):
-        problems.append(
-            f"'mode' {_shown(mode)} is weaker than this file's own minimum_mode {_shown(floor)}"
-        )
-    return values, problems
+# Validation is in ledger._policy_parse.
 
 
 def parse_policy(data: bytes, where: Location) -> dict[str, Any]:
