@@ -8,6 +8,7 @@ command needs them, because hooks start a fresh process for every call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -256,6 +257,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("ledgerctl: interrupted.\n")
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (``ledgerctl audit | head``): nothing to say.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         if args is not None and getattr(args, "traceback", False):
             raise

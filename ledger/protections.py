@@ -51,7 +51,9 @@ class Report:
         if name not in self.applied:
             raise KeyError(f"unknown protection {name!r}")
         self.applied[name] = None
-        if name in self.wanted and name not in self.missing:
+        if name not in self.wanted:
+            return
+        if name not in self.missing:
             self.missing.append(name)
         if note:
             self.notes.append(note)

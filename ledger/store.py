@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -134,6 +135,14 @@ class Ledger:
         """Add ``record`` as the newest entry, pruning the oldest beyond the cap."""
         if not isinstance(record, dict):
             raise UsageError("A ledger record must be a JSON object.", path=self.path)
+        try:
+            json.dumps(record, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise UsageError(
+                f"The new record cannot be stored as strict JSON ({exc}); use only objects, "
+                "arrays, text, finite numbers, true, false and null.",
+                path=self.path,
+            ) from None
         if self.validate:
             problem = self.validate(record, -1)
             if problem:
@@ -232,7 +241,8 @@ class Ledger:
         )
 
     def _trail(self) -> Any:
-        if not self.audit:
+        # Strict mode writes nothing unaudited, whatever the caller asked.
+        if not self.audit and self.policy.mode != "strict":
             return None
         from .audit import trail
 

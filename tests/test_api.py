@@ -112,3 +112,30 @@ def test_python_dash_m_and_console_script_agree(ledger_dir: Path) -> None:
     two = subprocess.run([str(script), "hash", "a,b"], capture_output=True, text=True)
     assert (one.returncode, one.stdout) == (two.returncode, two.stdout) == (0, one.stdout)
     assert len(one.stdout.strip()) == 64
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), {1, 2}, b"bytes"])
+def test_a_record_that_is_not_strict_json_is_refused_before_writing(ledger_dir: Path,
+                                                                    value: object) -> None:
+    """NaN, infinity and non-JSON values are refused (so the ledger never becomes unreadable)."""
+    book = ledger.Ledger(ledger_dir / "book.json")
+    book.append({"ok": 1})
+    before = (ledger_dir / "book.json").read_bytes()
+    with pytest.raises(errors.UsageError):
+        book.append({"bad": value})
+    assert (ledger_dir / "book.json").read_bytes() == before
+    assert book.records() == [{"ok": 1}]
+
+
+def test_broken_pipe_on_output_is_quiet(ledger_dir: Path) -> None:
+    """A reader that goes away early (``| head``) gets no error message from ledgerctl."""
+    book = ledger.Ledger(ledger_dir / "book.json", cap=10000)
+    book.update(lambda records: [{"i": i, "pad": "x" * 200} for i in range(3000)])
+    reader = subprocess.Popen([sys.executable, "-m", "ledger", "show", str(ledger_dir / "book.json")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None
+    reader.stdout.readline()
+    reader.stdout.close()
+    err = reader.stderr.read() if reader.stderr else b""
+    assert reader.wait(timeout=60) == 0
+    assert err == b""
