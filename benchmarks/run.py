@@ -201,12 +201,17 @@ def load(path: str) -> List[Dict[str, Any]]:
 # Running commands.
 
 def product_cmd(launcher: str) -> List[str]:
+    """How the product starts: ``python -m ledger``, the venv's script, or without ``site``."""
     if launcher == "script":
         return [os.path.join(os.path.dirname(PYTHON), "ledgerctl")]
+    if launcher == "no-site":
+        return [PYTHON, "-S", "-m", "ledger"]
     return [PYTHON, "-m", "ledger"]
 
 
-BASELINE_CMD = [PYTHON, BASELINE]
+def baseline_cmd(launcher: str) -> List[str]:
+    """How the baseline starts: the same interpreter, with ``site`` whenever the product has it."""
+    return [PYTHON, "-S", BASELINE] if launcher == "no-site" else [PYTHON, BASELINE]
 
 
 def run_once(cmd: Sequence[str], env: Dict[str, str], expect: int) -> Tuple[float, str]:
@@ -226,7 +231,7 @@ def warm_up(box: Sandbox, launcher: str) -> None:
     """Run every command once, so that the bytecode cache is written before any timing."""
     folder = box.fresh("warm-up")
     env = box.env_for(folder)
-    for base in (product_cmd(launcher), BASELINE_CMD):
+    for base in (product_cmd(launcher), baseline_cmd(launcher)):
         run_once(base + ["record", "w" * 64, "standard", "pro", "declined", "warm"], env, 0)
         run_once(base + ["lookup", "w" * 64], env, 0)
         run_once(base + ["replay_safe", "w" * 64], env, 1)
@@ -246,7 +251,8 @@ def bench_cold_reads(box: Sandbox, cfg: Dict[str, Any], launcher: str) -> List[D
     env = box.env_for(folder)
     results = []
     for command, expect in (("replay_safe", 1), ("lookup", 0)):
-        mine, theirs = product_cmd(launcher) + [command, sig], BASELINE_CMD + [command, sig]
+        mine = product_cmd(launcher) + [command, sig]
+        theirs = baseline_cmd(launcher) + [command, sig]
         for cmd in (mine, theirs):
             run_once(cmd, env, expect)
         outputs: List[str] = []
@@ -289,7 +295,8 @@ def bench_cold_record(box: Sandbox, cfg: Dict[str, Any], launcher: str) -> Dict[
         return go
 
     product, baseline = interleave(cfg["cold_reps"], [
-        arm("product", mine_dir, product_cmd(launcher)), arm("baseline", their_dir, BASELINE_CMD)])
+        arm("product", mine_dir, product_cmd(launcher)),
+        arm("baseline", their_dir, baseline_cmd(launcher))])
     for kind, folder in (("product", mine_dir), ("baseline", their_dir)):
         kept = load(os.path.join(folder, LEDGER_NAME))
         if len(kept) != 200 or kept[-1]["run_id"] != f"b-{kind}-{written[kind]}":
@@ -385,7 +392,7 @@ def bench_concurrent(box: Sandbox, cfg: Dict[str, Any], launcher: str) -> List[D
     results = []
     for name, runner in (
         (f"c. {label}, each a new process", lambda kind: cold_writers(
-            box, cfg, product_cmd(launcher) if kind == "product" else BASELINE_CMD)),
+            box, cfg, product_cmd(launcher) if kind == "product" else baseline_cmd(launcher))),
         (f"c2. {label}, Python API (start-up excluded)", lambda kind: api_writers(box, cfg, kind)),
     ):
         losses: Dict[str, List[Dict[str, int]]] = {"product": [], "baseline": []}
@@ -529,7 +536,8 @@ def import_costs(box: Sandbox, cfg: Dict[str, Any], launcher: str) -> Dict[str, 
     commands = {"replay_safe": ["replay_safe", "f" * 64], "record": [
         "record", "f" * 64, "standard", "pro", "declined", "imports"]}
     for label, args in commands.items():
-        for kind, base in (("product", product_cmd(launcher)), ("baseline", BASELINE_CMD)):
+        for kind, base in (("product", product_cmd(launcher)),
+                           ("baseline", baseline_cmd(launcher))):
             if base[0] != PYTHON:
                 base = [PYTHON, base[0]]
             seen: Dict[str, List[float]] = {}
@@ -753,15 +761,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size.add_argument("--smoke", action="store_true",
                       help="a handful of repetitions, to check that everything runs")
     parser.add_argument("--json", metavar="FILE", help="also write every figure to FILE")
-    parser.add_argument("--launcher", choices=("module", "script"), default="module",
-                        help="run the product as 'python -m ledger' (default) or the venv's "
-                             "ledgerctl script")
+    parser.add_argument("--launcher", choices=("module", "script", "no-site"), default="module",
+                        help="run the product as 'python -m ledger' (default), as the venv's "
+                             "ledgerctl script, or as 'python -S -m ledger' with the packages "
+                             "on PYTHONPATH (both sides without the venv's .pth start-up files)")
     parser.add_argument("--keep", action="store_true", help="keep the sandbox folder")
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     cfg = SETTINGS[mode]
 
     box = Sandbox()
+    if args.launcher == "no-site":
+        import sysconfig
+
+        box.env["PYTHONPATH"] = os.pathsep.join([REPO, sysconfig.get_paths()["purelib"]])
     started = time.time()
     load_before = os.getloadavg()
     try:
