@@ -39,14 +39,16 @@ from ledger.policy import Policy
 from ledger.protections import PROTECTIONS, Report
 from ledger.store import Ledger
 
-pytestmark = pytest.mark.skipif(
-    os.name == "nt", reason="the fake stands in for Windows on POSIX hosts; "
-    "on Windows, test_windows_real.py exercises the real calls")
+ON_WINDOWS = "the fake stands in for Windows on POSIX hosts (it plants POSIX links); " \
+    "on Windows, test_windows_real.py runs the real calls"
+not_on_windows = pytest.mark.skipif(os.name == "nt", reason=ON_WINDOWS)
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeWinApi]:
     """A fake Windows wired into the write flow; at the end, no handle may be left open."""
+    if os.name == "nt":
+        pytest.skip(ON_WINDOWS)
     api = FakeWinApi(clock=FakeClock())
 
     def backend_for(mode: str) -> Backend:
@@ -148,6 +150,7 @@ def test_capabilities_report_none_for_what_the_api_cannot_do(fake: FakeWinApi) -
     assert offered["no_follow"] == "FILE_FLAG_OPEN_REPARSE_POINT"
 
 
+@not_on_windows
 def test_real_api_off_windows_offers_nothing_it_cannot_call() -> None:
     """The real seam, constructed on a non-Windows host, claims none of the optional calls."""
     offered = windows.WindowsBackend().capabilities()
@@ -838,6 +841,32 @@ def test_open_append_refuses_a_link_and_appends_to_a_file(fake: FakeWinApi, fold
 # Plain logic.
 
 
+def test_only_the_seam_calls_windows() -> None:
+    """No ledger module but _winapi imports msvcrt or _winapi or touches WinDLL/windll/wintypes."""
+    import ast
+
+    package = Path(windows.__file__).parent
+    offenders = []
+    for source in sorted(package.glob("*.py")):
+        if source.name == "_winapi.py":
+            continue
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names: List[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            for name in names:
+                if name.split(".")[0] in ("msvcrt", "_winapi") or name in (
+                        "windll", "WinDLL", "wintypes", "ctypes.wintypes"):
+                    offenders.append(f"{source.name}:{node.lineno}: {name}")
+    assert offenders == []
+
+
+
 @pytest.mark.parametrize("path, expected", [
     ("\\\\server\\share\\x", True),
     ("\\\\?\\UNC\\server\\share\\x", True),
@@ -903,6 +932,7 @@ def test_loose_writers_ignores_trusted_accounts_and_deny_entries() -> None:
     assert windows.loose_writers(None, "S-1-5-21-9-9-9-1001") == [w.SID_EVERYONE]
 
 
+@not_on_windows
 def test_program_data_folder_is_windows_only() -> None:
     """Off Windows the known-folder helper raises instead of guessing a path."""
     with pytest.raises(OSError):
