@@ -29,6 +29,15 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
         "XDG_DATA_HOME": str(home / ".local" / "share"),
         "XDG_CACHE_HOME": str(home / ".cache"),
     }
+    if os.name == "nt":
+        # platformdirs and expanduser look at these on Windows, not at HOME/XDG.
+        values.update(
+            USERPROFILE=str(home),
+            APPDATA=str(home / "AppData" / "Roaming"),
+            LOCALAPPDATA=str(home / "AppData" / "Local"),
+            WIN_PD_OVERRIDE_APPDATA=str(home / "AppData" / "Roaming"),
+            WIN_PD_OVERRIDE_LOCAL_APPDATA=str(home / "AppData" / "Local"),
+        )
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     for key in ("PF_ESCALATION_LEDGER_DIR", "LEDGER_POLICY"):
@@ -62,4 +71,8 @@ def audit_events(path: Path) -> list[dict[str, Any]]:
 
 def default_audit_file() -> Path:
     """The audit file that the isolated environment's defaults point at."""
-    return Path(os.environ["XDG_STATE_HOME"]) / "ledger" / "log" / "audit.jsonl"
+    from ledger.audit import default_audit_path
+
+    path = Path(default_audit_path())
+    assert str(path).startswith(os.environ["HOME"] if os.name != "nt" else os.environ["USERPROFILE"])
+    return path
