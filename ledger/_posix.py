@@ -361,10 +361,36 @@ def _note_holder(fd: int) -> None:
 
 
 def _read_holder(fd: int) -> str:
+    """Name the lock's holder: the note, unless the system's lock table says otherwise."""
+    text = ""
     with contextlib.suppress(OSError):
         note: bytes = _pread(fd, 200, 0)
-        return note.decode("utf-8", "replace").strip()
-    return ""
+        text = note.decode("utf-8", "replace").strip()
+    holders = _flock_holders(fd)
+    if holders is None or (holders and text.split()[:2] == ["pid", str(holders[0])]):
+        return text
+    # The note is an earlier writer's: the holder is another program, or cannot be seen.
+    return f"pid {holders[0]}" if holders else ""
+
+
+def _flock_holders(fd: int) -> Optional[list[int]]:
+    """Return the pids holding a ``flock`` on ``fd``'s file, per ``/proc/locks`` on Linux.
+
+    ``None`` means this system does not say (no ``/proc/locks``).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    st = os.fstat(fd)
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->" in field 1.
+    return [int(fields[4]) for fields in (line.split() for line in lines)
+            if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key
+            and fields[4].isdigit() and int(fields[4]) > 0]
 
 
 def _trusted_realpath(path: str) -> str:
