@@ -1,0 +1,183 @@
+"""The lock: a holder that never lets go, and a lock that must not vanish behind our back.
+
+A writer that cannot get the lock within the policy's ``lock_timeout`` exits 75 with a
+message naming the lock file and, where it can be known, the process holding it. And
+because the lock is a ``flock`` (not a POSIX record lock), opening and closing the lock
+file again elsewhere in the holding process does not release it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import audit_events, default_audit_file, run_cli
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="flock is POSIX; Windows has its own")
+
+LEDGER_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from ledger import Ledger
+
+    def hang(records):
+        sys.stdout.write("locked\\n")
+        sys.stdout.flush()
+        time.sleep(600)
+        return records
+
+    Ledger(sys.argv[1]).update(hang)
+    """
+)
+
+RAW_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    sys.stdout.write("locked\\n")
+    sys.stdout.flush()
+    time.sleep(600)
+    """
+)
+
+FLOCK_PROBE = textwrap.dedent(
+    """
+    import fcntl, os, sys
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit(1)
+    sys.exit(0)
+    """
+)
+
+OTHER_WRITER = textwrap.dedent(
+    """
+    import sys
+    from ledger import Ledger, LockTimeoutError
+    from ledger.policy import Policy
+    try:
+        Ledger(sys.argv[1], policy=Policy(lock_timeout=0.5)).append({"k": "other"})
+    except LockTimeoutError:
+        sys.exit(75)
+    """
+)
+
+
+@pytest.fixture
+def short_timeout(tmp_path: Path) -> Path:
+    """A policy file that sets ``lock_timeout = 1``, for ``--policy``."""
+    policy = tmp_path / "short.toml"
+    policy.write_text("lock_timeout = 1\n", encoding="utf-8")
+    policy.chmod(0o600)
+    return policy
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[str]]]:
+    """Processes started by a test; killed at its end."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        proc.kill()
+        proc.communicate()
+
+
+def _hold(holders: list[subprocess.Popen[str]], script: str, path: Path) -> int:
+    proc = subprocess.Popen([sys.executable, "-c", script, str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holders.append(proc)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "locked\n", proc.stderr
+    return proc.pid
+
+
+def _pids_named(message: str) -> list[int]:
+    return [int(pid) for pid in re.findall(r"\bpid (\d+)", message)]
+
+
+def test_ledger_process_that_hangs_holding_the_lock(ledger_dir: Path, short_timeout: Path,
+                                                    holders: list[subprocess.Popen[str]]) -> None:
+    """A ledger process hangs inside its write: the next writer exits 75 after the
+    policy's one-second timeout, naming the lock file and the holder's pid; nothing
+    is written and the attempt is audited."""
+    path = ledger_dir / "book.json"
+    assert run_cli("append", str(path), '{"k": 1}').returncode == 0
+    before = path.read_bytes()
+    holder = _hold(holders, LEDGER_HOLDER, path)
+
+    done = run_cli("--policy", str(short_timeout), "append", str(path), '{"k": 2}')
+
+    assert done.returncode == 75, done.stderr
+    assert f"{path}.lock" in done.stderr and "within 1 s" in done.stderr
+    assert _pids_named(done.stderr) == [holder]
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert path.read_bytes() == before
+    event = audit_events(default_audit_file())[-1]
+    assert (event["outcome"], event["reason"]) == ("refused", "lock_timeout")
+
+
+def test_other_program_holding_the_lock_is_not_mistaken_for_an_old_writer(
+    ledger_dir: Path, short_timeout: Path, holders: list[subprocess.Popen[str]]
+) -> None:
+    """After a ledger write (which leaves its note in the lock file), a program that is
+    not a ledger process takes the ``flock`` and keeps it. The next writer exits 75 naming
+    the lock file; it never names the earlier writer, which is long gone. Where the
+    system lists lock holders (Linux ``/proc/locks``) it names the real holder."""
+    path = ledger_dir / "escalation-history.json"
+    env = {"PF_ESCALATION_LEDGER_DIR": str(ledger_dir)}
+    assert run_cli("record", "a" * 64, "c", "r", "declined", "r1", env=env).returncode == 0
+    earlier = _pids_named((ledger_dir / "escalation-history.json.lock").read_text())
+    holder = _hold(holders, RAW_HOLDER, Path(f"{path}.lock"))
+
+    done = run_cli("record", "--policy", str(short_timeout), "a" * 64, "c", "r", "declined",
+                   "r2", env=env)
+
+    assert done.returncode == 75, done.stderr
+    assert f"{path}.lock" in done.stderr and "within 1 s" in done.stderr
+    assert not set(earlier) & set(_pids_named(done.stderr))
+    if sys.platform.startswith("linux"):
+        assert _pids_named(done.stderr) == [holder]
+    assert [r["run_id"] for r in json.loads(path.read_text())] == ["r1"]
+
+
+def test_reopening_the_lock_file_in_the_holding_process_keeps_the_lock(ledger_dir: Path) -> None:
+    """While a write holds the lock (inside ``Ledger.update``), the same process opens
+    and closes the lock file again in several ways. A child process still finds the
+    lock held (``flock`` with ``LOCK_NB`` fails) and another writer times out (75);
+    once the write is over, both get it."""
+    from ledger import Ledger
+
+    path = ledger_dir / "book.json"
+    lock = ledger_dir / "book.json.lock"
+    seen: dict[str, int] = {}
+
+    def probe() -> tuple[int, int]:
+        flock = subprocess.run([sys.executable, "-c", FLOCK_PROBE, str(lock)], timeout=60)
+        writer = subprocess.run([sys.executable, "-c", OTHER_WRITER, str(path)], timeout=60)
+        return flock.returncode, writer.returncode
+
+    def meddle(records: list[dict[str, str]]) -> list[dict[str, str]]:
+        with open(lock, "rb") as handle:
+            handle.read()
+        os.close(os.open(lock, os.O_RDWR))
+        duplicate = os.dup(os.open(lock, os.O_RDONLY))
+        os.close(duplicate)
+        seen["flock"], seen["writer"] = probe()
+        return records + [{"k": "mine"}]
+
+    Ledger(path).update(meddle)
+
+    assert seen == {"flock": 1, "writer": 75}
+    assert probe() == (0, 0)
+    assert json.loads(path.read_text()) == [{"k": "mine"}, {"k": "other"}]
