@@ -367,16 +367,17 @@ def _read_holder(fd: int) -> str:
         note: bytes = _pread(fd, 200, 0)
         text = note.decode("utf-8", "replace").strip()
     holders = _flock_holders(fd)
-    if holders is None or (holders and text.split()[:2] == ["pid", str(holders[0])]):
+    if not holders or text.split()[:2] == ["pid", str(holders[0])]:
         return text
-    # The note is an earlier writer's: the holder is another program, or cannot be seen.
-    return f"pid {holders[0]}" if holders else ""
+    # The note is an earlier writer's: another program holds the lock now.
+    return f"pid {holders[0]}"
 
 
 def _flock_holders(fd: int) -> Optional[list[int]]:
     """Return the pids holding a ``flock`` on ``fd``'s file, per ``/proc/locks`` on Linux.
 
-    ``None`` means this system does not say (no ``/proc/locks``).
+    ``None`` or an empty list: this system does not say (no ``/proc/locks``, or the
+    holder is not visible from here, as across some overlay or pid namespaces).
     """
     if not sys.platform.startswith("linux"):
         return None
