@@ -18,12 +18,11 @@ def main(argv: list) -> int:
     if kind == "product":
         # The checkout this script sits in, whatever the venv's install points at.
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from dataclasses import replace
+        from ledger.escalation import LEDGER_NAME, make_entry, validate_entry
+        from ledger.store import Ledger
 
-        from ledger.escalation import make_entry, open_ledger
-        from ledger.policy import load_policy
-
-        ledger = open_ledger(replace(load_policy(), escalation_cap=1_000_000), directory=folder)
+        # What open_ledger builds, with the cap raised so that no record is pruned.
+        ledger = Ledger(os.path.join(folder, LEDGER_NAME), cap=1_000_000, validate=validate_entry)
         write = ledger.append
     else:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
