@@ -526,6 +526,28 @@ def bench_sizes(box: Sandbox, cfg: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 # The breakdown: where the time goes.
 
+def import_times(cmd: List[str], env: Dict[str, str]) -> Dict[str, float]:
+    """Cumulative import times (ms) of one ``-X importtime`` run, and their top-level total."""
+    if cmd[0] != PYTHON:
+        cmd = [PYTHON] + cmd
+    proc = subprocess.run([PYTHON, "-X", "importtime"] + cmd[1:], env=env, cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    found: Dict[str, float] = {}
+    total = 0.0
+    for line in proc.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].rstrip()
+        cumulative = int(parts[1]) / 1000
+        if len(name) - len(name.lstrip()) == 1:  # a top-level import
+            total += cumulative
+        found.setdefault(name.strip(), cumulative)
+    found["(all imports)"] = total
+    return {name: value for name, value in found.items()
+            if name in WATCHED or name == "(all imports)"}
+
+
 def import_costs(box: Sandbox, cfg: Dict[str, Any], launcher: str) -> Dict[str, Any]:
     """Median cumulative import time (ms) of the watched modules in cold commands."""
     folder = box.fresh("imports")
@@ -535,32 +557,20 @@ def import_costs(box: Sandbox, cfg: Dict[str, Any], launcher: str) -> Dict[str, 
     commands = {"replay_safe": ["replay_safe", "f" * 64], "record": [
         "record", "f" * 64, "standard", "pro", "declined", "imports"]}
     for label, args in commands.items():
-        for kind, base in (("product", product_cmd(launcher)),
-                           ("baseline", baseline_cmd(launcher))):
-            if base[0] != PYTHON:
-                base = [PYTHON, base[0]]
-            seen: Dict[str, List[float]] = {}
-            for _ in range(cfg["import_runs"]):
-                proc = subprocess.run([PYTHON, "-X", "importtime"] + base[1:] + args, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      text=True, cwd=REPO)
-                found: Dict[str, float] = {}
-                total = 0.0
-                for line in proc.stderr.splitlines():
-                    parts = line.split("|")
-                    if len(parts) != 3 or not parts[1].strip().isdigit():
-                        continue
-                    name = parts[2].rstrip()
-                    cumulative = int(parts[1]) / 1000
-                    if len(name) - len(name.lstrip()) == 1:  # a top-level import
-                        total += cumulative
-                    found.setdefault(name.strip(), cumulative)
-                found["(all imports)"] = total
-                for name, value in found.items():
-                    if name in WATCHED or name == "(all imports)":
-                        seen.setdefault(name, []).append(value)
-            costs[f"{label}/{kind}"] = {name: round(statistics.median(values), 2)
-                                        for name, values in seen.items()}
+        seen: Dict[str, Dict[str, List[float]]] = {"product": {}, "baseline": {}}
+
+        def arm(kind: str, cmd: List[str]) -> Callable[[int], float]:
+            def go(_: int) -> float:
+                for name, value in import_times(cmd, env).items():
+                    seen[kind].setdefault(name, []).append(value)
+                return 0.0
+            return go
+
+        interleave(cfg["import_runs"], [arm("product", product_cmd(launcher) + args),
+                                        arm("baseline", baseline_cmd(launcher) + args)])
+        for kind, values in seen.items():
+            costs[f"{label}/{kind}"] = {name: round(statistics.median(times), 2)
+                                        for name, times in values.items()}
     return costs
 
 
