@@ -37,7 +37,11 @@ def _escalation(args: argparse.Namespace) -> Any:
 
 
 def _print_json(value: Any, out: TextIO) -> None:
-    out.write(json.dumps(value, ensure_ascii=False) + "\n")
+    try:
+        out.write(json.dumps(value, ensure_ascii=False) + "\n")
+    except UnicodeEncodeError:
+        # Text this output cannot carry (a lone surrogate, a narrow code page): escape it.
+        out.write(json.dumps(value) + "\n")
 
 
 # Escalation commands, call for call with the old hook.
@@ -99,7 +103,10 @@ def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
 
     records = Ledger(args.file, policy=_policy(args), audit=False).records()
     if args.json:
-        out.write(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+        try:
+            out.write(json.dumps(records, indent=2, ensure_ascii=False) + "\n")
+        except UnicodeEncodeError:
+            out.write(json.dumps(records, indent=2) + "\n")
     else:
         for record in records:
             _print_json(record, out)

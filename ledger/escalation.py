@@ -38,6 +38,8 @@ REPLAY_WINDOW = 24 * 60 * 60
 _SEPARATOR = "\x1f"
 _ACTIONS = {"forced": "force_upgraded", "accepted": "upgraded"}
 _OTHER_TEXT_KEYS = ("current_profile", "recommended", "run_id", "action_taken")
+# Beyond 2**53 seconds a float no longer holds a timestamp exactly (and 1e400 reads as inf).
+_MAX_TIMESTAMP = 2.0**53
 
 
 def signal_hash(categories: Union[Iterable[str], str], stage: Optional[str] = None) -> str:
@@ -95,6 +97,8 @@ def _entry_problem(entry: Record) -> Optional[str]:
     stamp = entry.get("timestamp")
     if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
         return "has no numeric 'timestamp'"
+    if not -_MAX_TIMESTAMP <= stamp <= _MAX_TIMESTAMP:
+        return "has a 'timestamp' out of range"
     for key in _OTHER_TEXT_KEYS:
         if not isinstance(entry.get(key, ""), str):
             return f"has a {key!r} that is not text"
