@@ -75,13 +75,35 @@ def ledger_bytes(draw: st.DrawFn) -> bytes:
     return draw(st.sampled_from([b"", b"\xef\xbb\xbf"])) + data
 
 
+def _reject(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _oracle(data: bytes, validate: Any = None) -> Optional[list[Any]]:
+    """An independent reading of the format: the records, or ``None`` if not a valid ledger."""
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_reject)
+    except (ValueError, RecursionError):
+        return None
+    if b"\0" in data or not isinstance(value, list):
+        return None
+    if not all(isinstance(r, dict) and not (validate and validate(r, i))
+               for i, r in enumerate(value)):
+        return None
+    return value
+
+
 def _check_parse(data: bytes, validate: Any = None) -> None:
+    expected = _oracle(data, validate)
     try:
         records = parse(data, "/fuzz/ledger.json", validate)
     except CorruptLedgerError as exc:
         assert exc.exit_code == 65 and "/fuzz/ledger.json" in exc.message
+        assert expected is None, "a valid ledger was refused"
         return
-    assert isinstance(records, list) and all(isinstance(r, dict) for r in records)
+    assert expected is not None, "an invalid ledger was read"
+    assert records == expected
 
 
 @FUZZ
@@ -120,6 +142,7 @@ def _check_reads(folder: Path, data: bytes) -> None:
     before = _snapshot(folder)
     lookup, out, err = _cli(["lookup", SIG])
     assert lookup in (0, 1, 65), err
+    assert (lookup == 65) == (_oracle(data, validate_entry) is None), err
     if lookup == 0:
         found = json.loads(out)
         assert found["signal_hash"] == SIG
@@ -131,6 +154,7 @@ def _check_reads(folder: Path, data: bytes) -> None:
     for show in (["show"], ["show", "--json"]):
         code, out, err = _cli(show + [str(folder / LEDGER_NAME)])
         assert code in (0, 65), err
+        assert (code == 65) == (_oracle(data) is None), err
         if code == 0 and "--json" in show:
             assert isinstance(json.loads(out), list)
         elif code == 0:
