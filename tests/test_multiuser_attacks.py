@@ -556,23 +556,29 @@ deadline = time.monotonic() + 120
 while not os.path.exists(stop) and time.monotonic() < deadline:
     rounds += 1
     scratch = os.path.join(folder, ".attacker-%d" % (rounds % 8))
-    for make in (lambda: os.symlink(secret, scratch), lambda: os.link(bait, scratch),
-                 lambda: os.mkfifo(scratch, 0o666)):
-        try:
+    # Whatever is put at the lock name stays there until the folder is open again.
+    kind = rounds % 4
+    try:
+        if os.path.lexists(scratch):
             os.unlink(scratch)
-        except OSError:
-            pass
-        try:
-            make()
+        if kind == 0:
+            os.symlink(secret, scratch)
+        elif kind == 1:
+            os.link(bait, scratch)
+        elif kind == 2:
+            os.mkfifo(scratch)
+            os.chmod(scratch, 0o666)
+        if kind == 3:
+            os.unlink(lock)
+        else:
             os.rename(scratch, lock)
-            swapped += 1
-        except OSError:
-            pass
-    for path in (lock, os.path.join(folder, ".%s.%d.%012x.tmp" % (ledger_name, rounds, rounds))):
-        try:
-            os.unlink(path) if path == lock else os.symlink(secret, path)
-        except OSError:
-            pass
+        swapped += 1
+    except OSError:
+        pass
+    try:
+        os.symlink(secret, os.path.join(folder, ".%s.%d.%012x.tmp" % (ledger_name, rounds, rounds)))
+    except OSError:
+        pass
 print(json.dumps([rounds, swapped]))
 """
 
