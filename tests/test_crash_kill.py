@@ -221,3 +221,38 @@ def test_writer_killed_at_each_step_leaves_old_or_new_ledger(ledger_dir: Path, s
     Ledger(path).append({"k": "next"})
     assert json.loads(path.read_bytes()) == expected + [{"k": "next"}]
     assert _temps(ledger_dir, "book.json") == []
+
+
+def test_power_loss_order_file_fsync_then_replace_then_folder_fsync(
+    ledger_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What survives a power cut depends on the order: the new content is flushed (on the
+    temp file's own inode) before the replace, and the folder is flushed after it."""
+    import stat
+
+    from ledger import Ledger, _posix
+
+    calls: list[tuple[str, int]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        calls.append(("fsync folder" if stat.S_ISDIR(st.st_mode) else "fsync file", st.st_ino))
+        real_fsync(fd)
+
+    def replace(src: str, dst: str, **kwargs: int) -> None:
+        real_replace(src, dst, **kwargs)
+        calls.append(("replace", os.stat(ledger_dir / "book.json").st_ino))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    if getattr(_posix, "_F_FULLFSYNC", None) is not None:
+        monkeypatch.setattr(_posix, "_full_fsync", lambda fd: fsync(fd))
+
+    Ledger(ledger_dir / "book.json").append({"k": 1})
+
+    ledger_inode = os.stat(ledger_dir / "book.json").st_ino
+    folder_inode = os.stat(ledger_dir).st_ino
+    ours = [call for call in calls if call[1] in (ledger_inode, folder_inode)]
+    assert ours == [("fsync file", ledger_inode), ("replace", ledger_inode),
+                    ("fsync folder", folder_inode)]
