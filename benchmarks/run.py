@@ -653,8 +653,16 @@ def folder_steps(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
             with opened.lock(LEDGER_NAME + ".lock", 10.0):
                 pass
 
+        data = json.dumps(entries(200), indent=2).encode()
+
+        def replace() -> None:
+            with opened.lock(LEDGER_NAME + ".lock", 10.0):
+                opened.replace(LEDGER_NAME, data)
+
         steps = {"open and check the folder": open_and_close, "lock and unlock": lock_and_unlock,
-                 "look for stale temp files": lambda: opened.remove_stale_temps(LEDGER_NAME)}
+                 "look for stale temp files": lambda: opened.remove_stale_temps(LEDGER_NAME),
+                 "read the ledger": lambda: opened.read(LEDGER_NAME, 1 << 26),
+                 "lock, then temp file, write, fsync, rename, folder fsync": replace}
         times: Dict[str, Any] = {}
         for name, work in steps.items():
             values = []
