@@ -20,7 +20,7 @@ import pytest
 
 from conftest import audit_events, default_audit_file
 from ledger.escalation import LEDGER_NAME
-from privdrop import VICTIM, Runtime, requires_root, runtime  # noqa: F401
+from privdrop import VICTIM, Runtime, runtime  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="POSIX faults")
 
@@ -163,31 +163,42 @@ sys.exit(main(["record", "%s", "cur", "rec", "declined", "new-run"]))
 """ % SIG
 
 
-@requires_root
 @pytest.mark.parametrize("with_lock", [True, False], ids=["lock exists", "no lock yet"])
-def test_read_only_folder(runtime: Runtime, with_lock: bool) -> None:  # noqa: F811
+def test_read_only_folder(request: pytest.FixtureRequest, tmp_path: Path,
+                          with_lock: bool) -> None:
     """The user's own ledger folder is read-only (0500): the temp file (or the lock file)
     cannot be created, so the write is refused with 77 (permission denied), the old
-    ledger byte-identical, nothing created, and the refusal audited. Run as an
-    unprivileged uid, since root ignores mode bits."""
-    base = runtime.scratch("read-only")
+    ledger byte-identical, nothing created, and the refusal audited. As root (who ignores
+    mode bits) the writer runs as an unprivileged uid; otherwise as the current user."""
+    as_root = os.geteuid() == 0
+    rt: Optional[Runtime] = request.getfixturevalue("runtime") if as_root else None
+    uid = VICTIM if as_root else os.geteuid()
+    base = rt.scratch("read-only") if rt else tmp_path / "read-only"
+    base.mkdir(exist_ok=True)
     home = base / "home"
     home.mkdir()
-    os.chown(home, VICTIM, VICTIM)
-    os.chmod(home, 0o700)
     folder = base / "ledger"
     folder.mkdir()
     old = _old_ledger(folder)
     if with_lock:
         (folder / (LEDGER_NAME + ".lock")).write_text("")
-    for path in [folder, *folder.iterdir()]:
-        os.chown(path, VICTIM, VICTIM)
-        os.chmod(path, 0o600)
+    for path in [home, folder, *folder.iterdir()]:
+        os.chown(path, uid, uid if as_root else os.getegid())
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
     os.chmod(folder, 0o500)
     entries = sorted(os.listdir(folder))
 
-    done = runtime.run(VICTIM, VICTIM_RECORD, [],
-                       runtime.env(VICTIM, home, PF_ESCALATION_LEDGER_DIR=str(folder)))
+    try:
+        if rt:
+            done = rt.run(VICTIM, VICTIM_RECORD, [],
+                          rt.env(VICTIM, home, PF_ESCALATION_LEDGER_DIR=str(folder)))
+        else:
+            done = subprocess.run(
+                [sys.executable, "-c", VICTIM_RECORD], capture_output=True, text=True,
+                timeout=60, env=dict(os.environ, PF_ESCALATION_LEDGER_DIR=str(folder),
+                                     XDG_STATE_HOME=str(home / ".local" / "state")))
+    finally:
+        os.chmod(folder, 0o700)
 
     assert done.returncode == 77, done.stderr
     assert "Permission denied" in done.stderr and str(folder) in done.stderr
