@@ -583,8 +583,18 @@ def start_up(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
     return {"python -c pass (ms)": summary(bare), "python -S -c pass (ms)": summary(nosite)}
 
 
+def median_ms(work: Callable[[], Any], reps: int) -> float:
+    """Run ``work`` ``reps`` times; return the median time in ms."""
+    values = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        work()
+        values.append((time.perf_counter() - start) * 1000)
+    return round(statistics.median(values), 3)
+
+
 def in_process_costs(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
-    """Parse, serialise and fsync costs (ms) at each size, and the audit event's share."""
+    """Parse, serialise, write and fsync costs (ms) at each size."""
     from ledger import records
     from ledger.escalation import validate_entry
 
@@ -595,14 +605,6 @@ def in_process_costs(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
         made = entries(size)
         data = json.dumps(made, indent=2).encode()
         path = os.path.join(folder, f"f{size}")
-
-        def timed(work: Callable[[], Any]) -> float:
-            values = []
-            for _ in range(reps):
-                start = time.perf_counter()
-                work()
-                values.append((time.perf_counter() - start) * 1000)
-            return round(statistics.median(values), 3)
 
         def write_and_fsync() -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -623,13 +625,13 @@ def in_process_costs(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
 
         costs[str(size)] = {
             "bytes": len(data),
-            "json.loads": timed(lambda: json.loads(data)),
-            "records.parse (strict, validated)": timed(
-                lambda: records.parse(data, path, validate_entry)),
-            "json.dumps indent=2 (baseline)": timed(lambda: json.dumps(made, indent=2)),
-            "records.serialize (product)": timed(lambda: records.serialize(made)),
-            "write, no fsync": timed(write_only),
-            "write + fsync file + fsync folder": timed(write_and_fsync),
+            "json.loads": median_ms(lambda: json.loads(data), reps),
+            "records.parse (strict, validated)": median_ms(
+                lambda: records.parse(data, path, validate_entry), reps),
+            "json.dumps indent=2 (baseline)": median_ms(lambda: json.dumps(made, indent=2), reps),
+            "records.serialize (product)": median_ms(lambda: records.serialize(made), reps),
+            "write, no fsync": median_ms(write_only, reps),
+            "write + fsync file + fsync folder": median_ms(write_and_fsync, reps),
         }
     return costs
 
@@ -663,14 +665,7 @@ def folder_steps(box: Sandbox, cfg: Dict[str, Any]) -> Dict[str, Any]:
                  "look for stale temp files": lambda: opened.remove_stale_temps(LEDGER_NAME),
                  "read the ledger": lambda: opened.read(LEDGER_NAME, 1 << 26),
                  "lock, then temp file, write, fsync, rename, folder fsync": replace}
-        times: Dict[str, Any] = {}
-        for name, work in steps.items():
-            values = []
-            for _ in range(reps):
-                start = time.perf_counter()
-                work()
-                values.append((time.perf_counter() - start) * 1000)
-            times[name] = round(statistics.median(values), 3)
+        times = {name: median_ms(work, reps) for name, work in steps.items()}
     finally:
         opened.close()
     return times
