@@ -17,8 +17,7 @@ import math
 import os
 import stat
 import sys
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Optional
 
 from ._policy_parse import KEYS, KeySpec, policy_problems
 from .errors import PolicyError
@@ -76,8 +75,7 @@ _LINK_ERRNOS = (errno.ELOOP, errno.EMLINK)
 _SID_TRUSTED_INSTALLER = "S-1-5-80-956008885-3425558581-2785563289-1616101891-2229658046"
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
     """A place a policy file is looked for.
 
     Attributes:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from .policy import MODES, mode_rank
 
@@ -21,8 +20,7 @@ MAX_ESCALATION_CAP = 100_000
 _TEXT_MODES = ", ".join(f'"{mode}"' for mode in reversed(MODES))
 
 
-@dataclass(frozen=True)
-class KeySpec:
+class KeySpec(NamedTuple):
     """One key a policy file may set.
 
     Attributes:

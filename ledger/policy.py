@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from types import MappingProxyType
+from typing import Mapping, NamedTuple, Optional
 
 __all__ = ["MODES", "Policy", "load_policy", "mode_rank"]
 
@@ -16,8 +16,7 @@ def mode_rank(mode: str) -> int:
     return MODES.index(mode)
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """The effective policy of one command.
 
     Attributes:
@@ -42,7 +41,7 @@ class Policy:
     audit_log: Optional[str] = None
     audit_stderr: bool = False
     sources: tuple[str, ...] = ()
-    origins: Mapping[str, str] = field(default_factory=dict)
+    origins: Mapping[str, str] = MappingProxyType({})
 
     @property
     def raised(self) -> bool:

@@ -15,8 +15,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 
 from ._backend import Backend, backend_for
 from .errors import LedgerError, LedgerIOError, ProtectionUnavailableError, UsageError
@@ -43,8 +42,7 @@ def _warn_legacy() -> None:
     )
 
 
-@dataclass
-class WriteResult:
+class WriteResult(NamedTuple):
     """What one write did.
 
     Attributes:
@@ -56,10 +54,10 @@ class WriteResult:
     """
 
     records: list[Record]
-    pruned: int = 0
-    mode: str = "secure"
-    protections: dict[str, Optional[str]] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
+    pruned: int
+    mode: str
+    protections: dict[str, Optional[str]]
+    missing: list[str]
 
 
 class Ledger:
