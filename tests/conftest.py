@@ -12,8 +12,8 @@ from typing import Any, Optional
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# Copies of the ledger and signal hashes written by the hook this product replaces.
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LEDGERCTL = [sys.executable, "-m", "ledger"]
 
 
