@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,7 @@ def test_append_read_and_find_the_newest(ledger_dir: Path) -> None:
     assert book.latest(lambda r: r["kind"] == "z") is None
     assert result.records == book.records()
     assert result.mode == "secure" and result.missing == []
-    assert result.protections["lock"] == "fcntl.flock"
+    assert result.protections["lock"] == ("msvcrt.locking" if os.name == "nt" else "fcntl.flock")
 
 
 def test_update_sees_the_records_under_the_lock(ledger_dir: Path) -> None:
