@@ -369,13 +369,13 @@ def _temp_spread(home: SharedHome) -> list[Op]:
         last = os.getpid()
     names = []
     for pid in range(last + 1, last + 300):
-        names += _temp_names(pid, ["0" * 12, secrets_like(pid)])
+        names += _temp_names(pid, ["0" * 12, _suffix_like(pid)])
     names += [f".{LEDGER_NAME}.*.tmp", f".{LEDGER_NAME}..tmp", f".{LEDGER_NAME}.tmp",
               f"{LEDGER_NAME}.tmp", f".{LEDGER_NAME}.1.tmp.bak", f".{LOCK_NAME}.1.x.tmp"]
     return [["symlink", str(home.secret), str(home.folder / name)] for name in names]
 
 
-def secrets_like(pid: int) -> str:
+def _suffix_like(pid: int) -> str:
     """A made-up 12-digit hex suffix, as the temp names use."""
     return hashlib.sha256(str(pid).encode()).hexdigest()[:12]
 
