@@ -175,7 +175,8 @@ class PosixFolder:
         except BaseException:
             os.close(fd)
             raise
-        self._report.apply("no_follow", "O_NOFOLLOW")
+        if _O_NOFOLLOW:  # a flag that is 0 protects nothing, so it is never claimed
+            self._report.apply("no_follow", "O_NOFOLLOW")
         self._report.apply("link_count", "fstat.st_nlink")
         return fd
 
@@ -294,7 +295,8 @@ class PosixFolder:
                 continue
             except OSError as exc:
                 raise io_error(exc, self._join(tmp), "creating the temp file") from exc
-            self._report.apply("exclusive_temp", "O_CREAT|O_EXCL|O_NOFOLLOW")
+            if _O_NOFOLLOW:
+                self._report.apply("exclusive_temp", "O_CREAT|O_EXCL|O_NOFOLLOW")
             return tmp, fd
         raise UnsafePathError(
             f"Could not create a fresh temp file in {self.path}: every name tried was taken. "
@@ -476,7 +478,8 @@ class PosixBackend:
         except BaseException:
             os.close(fd)
             raise
-        report.apply("folder_check", "openat(O_NOFOLLOW|O_DIRECTORY)")
+        if _O_NOFOLLOW and _O_DIRECTORY:
+            report.apply("folder_check", "openat(O_NOFOLLOW|O_DIRECTORY)")
         report.apply("owner_check", "fstat.st_uid")
         report.apply("permission_check", "fstat.st_mode")
         fs_type, remote = _netfs.filesystem_of(fd)

@@ -273,10 +273,10 @@ def _write_big(path: Path, size: int, head: bytes) -> None:
 @needs_rss
 @pytest.mark.parametrize("command", ["lookup", "record"])
 def test_ledger_larger_than_the_limit_is_refused_unread(ledger_dir: Path, command: str) -> None:
-    """A ledger of four times ``MAX_LEDGER_BYTES``: exit 65 naming the size limit, the file
-    unchanged, and a peak RSS far below the file's size (it was never read)."""
+    """A ledger of sixteen times ``MAX_LEDGER_BYTES``: exit 65 naming the size limit, the
+    file unchanged, and a peak RSS far below the file's size (it was never read)."""
     path = ledger_dir / LEDGER_NAME
-    size = 4 * MAX_LEDGER_BYTES
+    size = 16 * MAX_LEDGER_BYTES
     _write_big(path, size, b"[")
     args = [command, SIG] + (["c", "r", "declined", "run"] if command == "record" else [])
 
