@@ -14,9 +14,9 @@ import tempfile
 import time
 from typing import Iterator, Optional
 
+from . import _refusals as refusals
 from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
 from ._posix import io_error
-from .errors import CorruptLedgerError
 from .protections import Report
 
 __all__ = ["LegacyBackend", "LegacyFolder"]
@@ -48,12 +48,7 @@ class LegacyFolder:
         except OSError as exc:
             raise io_error(exc, path, "reading") from exc
         if len(data) > max_bytes:
-            raise CorruptLedgerError(
-                f"{path} is more than the {max_bytes} bytes a ledger may have. "
-                "Move it aside and run the command again; it was not changed.",
-                path=path,
-                reason="too_large",
-            )
+            raise refusals.too_large(path, max_bytes)
         return data
 
     def replace(self, name: str, data: bytes) -> None:

@@ -17,6 +17,7 @@ import time
 from typing import Any, Iterator, Optional
 
 from . import _netfs
+from . import _refusals as refusals
 from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
 from .errors import LedgerError, LedgerIOError, LockTimeoutError, UnsafePathError
 from .protections import Report
@@ -83,24 +84,10 @@ def _owner_ok(st: os.stat_result) -> bool:
     return st.st_uid in (_geteuid(), 0)
 
 
-def _link_error(path: str, what: str) -> UnsafePathError:
-    return UnsafePathError(
-        f"Refusing to use {path}: {what} is a symbolic link. "
-        "Remove the link and run the command again; nothing was written.",
-        path=path,
-        reason="symlink",
-    )
-
-
 def check_file(st: os.stat_result, path: str) -> None:
     """Refuse a file that is not a regular file of the user's with exactly one link."""
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafePathError(
-            f"Refusing to use {path}: it is not a regular file. Remove it and run the "
-            "command again; nothing was written.",
-            path=path,
-            reason="not_regular_file",
-        )
+        raise refusals.not_regular(path)
     if not _owner_ok(st):
         raise UnsafePathError(
             f"Refusing to use {path}: it belongs to uid {st.st_uid}, not to you. "
@@ -161,14 +148,9 @@ class PosixFolder:
             fd = os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC | _O_NONBLOCK, mode, dir_fd=self.fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise _link_error(path, "the file") from exc
+                raise refusals.link(path, "the file") from exc
             if exc.errno in (errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
-                raise UnsafePathError(
-                    f"Refusing to use {path}: it is not a regular file. Remove it and run "
-                    "the command again; nothing was written.",
-                    path=path,
-                    reason="not_regular_file",
-                ) from exc
+                raise refusals.not_regular(path) from exc
             raise
         try:
             check_file(os.fstat(fd), path)
@@ -237,7 +219,7 @@ class PosixFolder:
         try:
             size = os.fstat(fd).st_size
             if size > max_bytes:
-                return _too_large(path, size, max_bytes)
+                raise refusals.too_large(path, max_bytes)
             chunks = []
             total = 0
             while True:
@@ -246,7 +228,7 @@ class PosixFolder:
                     break
                 total += len(chunk)
                 if total > max_bytes:
-                    return _too_large(path, total, max_bytes)
+                    raise refusals.too_large(path, max_bytes)
                 chunks.append(chunk)
             return b"".join(chunks)
         finally:
@@ -326,17 +308,6 @@ class PosixFolder:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-def _too_large(path: str, size: int, limit: int) -> bytes:
-    from .errors import CorruptLedgerError
-
-    raise CorruptLedgerError(
-        f"{path} is {size} bytes, more than the {limit} bytes a ledger may have. "
-        "Move it aside and run the command again; it was not changed.",
-        path=path,
-        reason="too_large",
-    )
 
 
 def _fsync_file(fd: int) -> None:
@@ -421,7 +392,7 @@ def _trusted_realpath(path: str) -> str:
             continue
         hops += 1
         if hops > 40:
-            raise _link_error(link, "this folder (a loop of links)")
+            raise refusals.link(link, "this folder (a loop of links)")
         if not _owner_ok(st):
             raise UnsafePathError(
                 f"Refusing to use {link}: it is a symbolic link of uid {st.st_uid}, which "
@@ -506,13 +477,8 @@ class PosixBackend:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 if os.path.islink(here) or exc.errno == errno.ELOOP:
-                    raise _link_error(here, "this folder") from exc
-                raise UnsafePathError(
-                    f"Refusing to use {here}: it is not a folder. Remove it or choose "
-                    "another ledger folder.",
-                    path=here,
-                    reason="not_a_folder",
-                ) from exc
+                    raise refusals.link(here, "this folder") from exc
+                raise refusals.not_folder(here) from exc
             if isinstance(exc, FileNotFoundError):
                 raise
             raise io_error(exc, here, "opening the folder") from exc

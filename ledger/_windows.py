@@ -21,10 +21,11 @@ import secrets
 import socket
 from typing import Iterator, List, Optional
 
+from . import _refusals as refusals
 from . import _winapi as w
 from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
 from ._winapi import Ace, Api, FileInfo, WinApi, strip_extended_prefix, winerror_of
-from .errors import CorruptLedgerError, LedgerError, LedgerIOError, LockTimeoutError
+from .errors import LedgerError, LedgerIOError, LockTimeoutError
 from .errors import UnsafePathError
 from .protections import Report
 
@@ -123,34 +124,10 @@ def _same_path(a: str, b: str) -> bool:
 
 def _reparse_error(path: str, tag: int, what: str) -> UnsafePathError:
     if tag == w.IO_REPARSE_TAG_MOUNT_POINT:
-        kind, reason = "a junction (or mount point)", "junction"
-    elif tag in (w.IO_REPARSE_TAG_SYMLINK, w.IO_REPARSE_TAG_LX_SYMLINK):
-        kind, reason = "a symbolic link", "symlink"
-    else:
-        kind, reason = f"a link (reparse tag {tag:#010x})", "reparse_point"
-    return UnsafePathError(
-        f"Refusing to use {path}: {what} is {kind}. Remove the link and run the command "
-        "again; nothing was written.",
-        path=path,
-        reason=reason,
-    )
-
-
-def _not_regular(path: str) -> UnsafePathError:
-    return UnsafePathError(
-        f"Refusing to use {path}: it is not a regular file. Remove it and run the command "
-        "again; nothing was written.",
-        path=path,
-        reason="not_regular_file",
-    )
-
-
-def _not_folder(path: str) -> UnsafePathError:
-    return UnsafePathError(
-        f"Refusing to use {path}: it is not a folder. Remove it or choose another ledger folder.",
-        path=path,
-        reason="not_a_folder",
-    )
+        return refusals.link(path, what, "a junction (or mount point)", "junction")
+    if tag in (w.IO_REPARSE_TAG_SYMLINK, w.IO_REPARSE_TAG_LX_SYMLINK):
+        return refusals.link(path, what)
+    return refusals.link(path, what, f"a link (reparse tag {tag:#010x})", "reparse_point")
 
 
 def _moved(path: str, final: str) -> UnsafePathError:
@@ -280,16 +257,16 @@ class WindowsFolder:
             handle = self.api.create_file(path, _CHECK_ACCESS, _SHARE_ALL, w.OPEN_EXISTING,
                                           _DIR_FLAGS)
         except OSError:
-            return _not_regular(path)
+            return refusals.not_regular(path)
         try:
             info = self.api.file_info(handle)
         except OSError:
-            return _not_regular(path)
+            return refusals.not_regular(path)
         finally:
             self.api.close_handle(handle)
         if info.attributes & w.FILE_ATTRIBUTE_REPARSE_POINT and is_name_surrogate(info.reparse_tag):
             return _reparse_error(path, info.reparse_tag, "the file")
-        return _not_regular(path)
+        return refusals.not_regular(path)
 
     def _open_file(self, name: str, access: int, share: int, disposition: int, fd_flags: int,
                    *, check_owner: bool = True) -> int:
@@ -305,7 +282,7 @@ class WindowsFolder:
         handle = self._create(path, access, share, disposition, _FILE_FLAGS)
         try:
             if api.file_type(handle) != w.FILE_TYPE_DISK:
-                raise _not_regular(path)
+                raise refusals.not_regular(path)
             info = api.file_info(handle)
             if info.attributes & w.FILE_ATTRIBUTE_REPARSE_POINT:
                 if is_name_surrogate(info.reparse_tag):
@@ -347,7 +324,7 @@ class WindowsFolder:
     def _check_file(self, handle: int, info: FileInfo, path: str, check_owner: bool) -> None:
         api = self.api
         if info.attributes & (w.FILE_ATTRIBUTE_DIRECTORY | w.FILE_ATTRIBUTE_DEVICE):
-            raise _not_regular(path)
+            raise refusals.not_regular(path)
         if info.links != 1:
             raise UnsafePathError(
                 f"Refusing to use {path}: it has {info.links} hard links, so writing it could "
@@ -441,12 +418,7 @@ class WindowsFolder:
                     break
                 total += len(chunk)
                 if total > max_bytes:
-                    raise CorruptLedgerError(
-                        f"{path} is more than the {max_bytes} bytes a ledger may have. "
-                        "Move it aside and run the command again; it was not changed.",
-                        path=path,
-                        reason="too_large",
-                    )
+                    raise refusals.too_large(path, max_bytes)
                 chunks.append(chunk)
             return b"".join(chunks)
         except OSError as exc:
@@ -636,7 +608,7 @@ class WindowsBackend:
             except OSError as exc:
                 raise os_error(exc, here, "creating the folder") from exc
         elif not attributes & w.FILE_ATTRIBUTE_DIRECTORY:
-            raise _not_folder(here)
+            raise refusals.not_folder(here)
 
         try:
             handle = api.create_file(here, _DIR_ACCESS, _DIR_SHARE, w.OPEN_EXISTING, _DIR_FLAGS)
@@ -652,7 +624,7 @@ class WindowsBackend:
                 report.notes.append(f"{here} is served by another program (reparse tag "
                                     f"{info.reparse_tag:#010x})")
             if not info.attributes & w.FILE_ATTRIBUTE_DIRECTORY:
-                raise _not_folder(here)
+                raise refusals.not_folder(here)
             final = api.final_path(handle)
             if parent_final is not None and not _same_path(os.path.dirname(final), parent_final):
                 raise _moved(here, final)

@@ -1,0 +1,51 @@
+"""The refusals every backend gives, worded once.
+
+Each returns the exception for the caller to raise, so that the messages and the
+audit reasons are the same on every platform.
+"""
+
+from __future__ import annotations
+
+from .errors import CorruptLedgerError, UnsafePathError
+
+__all__ = ["link", "not_regular", "not_folder", "too_large"]
+
+
+def link(path: str, what: str, kind: str = "a symbolic link",
+         reason: str = "symlink") -> UnsafePathError:
+    """``what`` at ``path`` (``"the file"``, ``"this folder"``) is a link of some ``kind``."""
+    return UnsafePathError(
+        f"Refusing to use {path}: {what} is {kind}. Remove the link and run the command "
+        "again; nothing was written.",
+        path=path,
+        reason=reason,
+    )
+
+
+def not_regular(path: str) -> UnsafePathError:
+    """A FIFO, device, folder or other non-file stands where a file should be."""
+    return UnsafePathError(
+        f"Refusing to use {path}: it is not a regular file. Remove it and run the command "
+        "again; nothing was written.",
+        path=path,
+        reason="not_regular_file",
+    )
+
+
+def not_folder(path: str) -> UnsafePathError:
+    """Something other than a folder stands where a folder should be."""
+    return UnsafePathError(
+        f"Refusing to use {path}: it is not a folder. Remove it or choose another ledger folder.",
+        path=path,
+        reason="not_a_folder",
+    )
+
+
+def too_large(path: str, limit: int) -> CorruptLedgerError:
+    """The ledger is larger than a ledger may be; it was not read."""
+    return CorruptLedgerError(
+        f"{path} is more than the {limit} bytes a ledger may have. "
+        "Move it aside and run the command again; it was not changed.",
+        path=path,
+        reason="too_large",
+    )
