@@ -10,7 +10,7 @@ Backends: :mod:`ledger._posix` (Linux, macOS), :mod:`ledger._windows`, and
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, ContextManager, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Protocol
 
 if TYPE_CHECKING:
     from .protections import Report
@@ -21,6 +21,22 @@ TEMP_SUFFIX = ".tmp"
 def temp_prefix(name: str) -> str:
     """Return the prefix of the temp files written next to ledger ``name``."""
     return f".{name}."
+
+
+def read_bounded(read: Callable[[int], bytes], path: str, max_bytes: int) -> bytes:
+    """Read to the end with ``read(size)``, refusing more than ``max_bytes`` bytes."""
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > max_bytes:
+            from ._refusals import too_large
+
+            raise too_large(path, max_bytes)
+        chunks.append(chunk)
 
 
 def is_temp_of(entry: str, name: str) -> bool:

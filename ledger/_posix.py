@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from . import _netfs
 from . import _refusals as refusals
-from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
+from ._backend import TEMP_SUFFIX, is_temp_of, read_bounded, temp_prefix
 from .errors import LedgerError, LedgerIOError, LockTimeoutError, UnsafePathError
 from .protections import Report
 
@@ -220,17 +220,7 @@ class PosixFolder:
             size = os.fstat(fd).st_size
             if size > max_bytes:
                 raise refusals.too_large(path, max_bytes)
-            chunks = []
-            total = 0
-            while True:
-                chunk = os.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    raise refusals.too_large(path, max_bytes)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return read_bounded(lambda size: os.read(fd, size), path, max_bytes)
         finally:
             os.close(fd)
 

@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional
 
 from . import _refusals as refusals
 from . import _winapi as w
-from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
+from ._backend import TEMP_SUFFIX, is_temp_of, read_bounded, temp_prefix
 from ._winapi import Ace, Api, FileInfo, WinApi, strip_extended_prefix, winerror_of
 from .errors import LedgerError, LedgerIOError, LockTimeoutError
 from .errors import UnsafePathError
@@ -410,17 +410,7 @@ class WindowsFolder:
         except FileNotFoundError:
             return None
         try:
-            chunks = []
-            total = 0
-            while True:
-                chunk = api.read(fd, 1 << 20)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total > max_bytes:
-                    raise refusals.too_large(path, max_bytes)
-                chunks.append(chunk)
-            return b"".join(chunks)
+            return read_bounded(lambda size: api.read(fd, size), path, max_bytes)
         except OSError as exc:
             raise os_error(exc, path, "reading") from exc
         finally:
