@@ -36,7 +36,15 @@ _ROTATED = re.compile(r"\.jsonl(\.\d+)?(\.gz)?$")
 # Times.
 
 def parse_time(text: str) -> Optional[datetime.datetime]:
-    """Parse an ISO 8601 time (``Z`` or an offset; none means UTC); ``None`` if it is not one."""
+    """Parse an ISO 8601 time (``Z`` or an offset; none means UTC); ``None`` if it is not one.
+
+    A time whose offset carries it out of years 1 to 9999 in UTC is not one either.
+    """
+    return _read_time(text)[0]
+
+
+def _read_time(text: str) -> tuple[Optional[datetime.datetime], str]:
+    """Return the time in UTC, or ``None`` and what is wrong with it."""
     text = text.strip()
     if text[-1:] in ("Z", "z"):
         text = text[:-1] + "+00:00"
@@ -44,8 +52,13 @@ def parse_time(text: str) -> Optional[datetime.datetime]:
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
-        return None
-    return when.replace(tzinfo=_UTC) if when.tzinfo is None else when.astimezone(_UTC)
+        return None, "no ISO 8601 timestamp"
+    if when.tzinfo is None:
+        return when.replace(tzinfo=_UTC), ""
+    try:
+        return when.astimezone(_UTC), ""
+    except OverflowError:
+        return None, "a timestamp out of range (years 1 to 9999 in UTC)"
 
 
 def parse_since(text: str, now: Optional[datetime.datetime] = None) -> datetime.datetime:
@@ -209,8 +222,11 @@ def _problem(text: str) -> tuple[Optional[dict[str, Any]], str]:
         return None, f"a JSON {type(value).__name__}, not an object"
     if not isinstance(value.get("event"), str):
         return None, "no event name"
-    if not isinstance(value.get("timestamp"), str) or parse_time(value["timestamp"]) is None:
+    if not isinstance(value.get("timestamp"), str):
         return None, "no ISO 8601 timestamp"
+    when, problem = _read_time(value["timestamp"])
+    if when is None:
+        return None, problem
     if value["event"] == "ledger.write" and not isinstance(value.get("outcome"), str):
         return None, "a ledger.write event without an outcome"
     return value, ""

@@ -353,3 +353,23 @@ def test_documented_rsyslog_input_delivers_every_line(tmp_path: Path) -> None:
     assert result["malformed"]["lines"] == 0
     assert group(result, str(homes / "ana" / "book.json"))["outcomes"] == {"ok": 151}
     assert group(result, str(homes / "bo" / "book.json"))["outcomes"] == {"ok": 41}
+
+
+def test_timestamps_beyond_the_calendar_are_malformed_lines(tmp_path: Path) -> None:
+    """Valid ISO 8601 times that leave years 1-9999 once in UTC are counted, not fatal."""
+    log = write_lines(
+        tmp_path / "audit.jsonl",
+        event(),
+        event(timestamp="9999-12-31T23:59:59-01:00"),
+        event(timestamp="0001-01-01T00:00:00+01:00"),
+        event(timestamp="9999-12-31T23:59:59Z"),
+    )
+    result = summary(str(log))
+    assert result["writes"] == 2 and result["malformed"]["lines"] == 2
+    assert [s["line"] for s in result["malformed"]["samples"]] == [2, 3]
+    assert all("out of range" in s["problem"] for s in result["malformed"]["samples"])
+    assert result["totals"]["last"] == "9999-12-31T23:59:59Z"
+
+    table = run_cli("audit", str(log))
+    assert table.returncode == 0 and table.stderr == ""
+    assert "malformed    2 lines" in table.stdout
