@@ -255,13 +255,13 @@ def _owners(where: Location) -> tuple[int, ...]:
 
 
 def _write_mask(where: Location) -> int:
-    """Write bits that must be clear: group and others, or only others for an explicit file."""
-    return 0o002 if where.kind == "explicit" else 0o022
+    """Write bits that must be clear on every kind: a policy chooses files a write touches."""
+    return 0o022
 
 
 def _bits(where: Location) -> str:
     """The chmod argument that clears the write bits :func:`_write_mask` forbids."""
-    return "o-w" if where.kind == "explicit" else "go-w"
+    return "go-w"
 
 
 def _owner_words(where: Location) -> str:
@@ -388,10 +388,9 @@ def _check_file(st: os.stat_result, where: Location) -> None:
             f"Run 'chown' to give it to {_owner_words(where)}, or remove it.",
         )
     if st.st_mode & _write_mask(where):
-        who = "other users" if where.kind == "explicit" else "its group or other users"
         raise _refuse(
             where,
-            f"{who} may write to it (mode {stat.S_IMODE(st.st_mode):o})",
+            f"its group or other users may write to it (mode {stat.S_IMODE(st.st_mode):o})",
             f"Run 'chmod {_bits(where)} {where.path}' and try again.",
         )
 

@@ -45,7 +45,8 @@ KEYS: dict[str, KeySpec] = {
     ),
     "escalation_cap": KeySpec("200", f"a whole number from 1 to {MAX_ESCALATION_CAP}"),
     "audit_log": KeySpec(
-        "the user log folder's audit.jsonl", "an absolute file path, or one starting with ~"
+        "the user log folder's audit.jsonl",
+        "an absolute file path, or one starting with ~, whose name ends in .jsonl",
     ),
     "audit_stderr": KeySpec("false", "true or false"),
 }
@@ -146,7 +147,20 @@ def _check_value(key: str, value: Any) -> tuple[Any, Optional[str]]:
     expanded = os.path.expanduser(value)
     if not value.strip() or "\0" in value or not os.path.isabs(expanded):
         return None, f"must be {allowed}, not {_shown(value)}"
+    if key == "audit_log" and not _is_audit_name(os.path.basename(expanded)):
+        return None, f"must be {allowed}, not {_shown(value)}"
     return os.path.normpath(expanded), None
+
+
+def _is_audit_name(name: str) -> bool:
+    """Tell whether ``name`` may be an audit file: ``NAME.jsonl``, never a stream of another file.
+
+    The suffix keeps every policy from aiming the audit append (and its rotation)
+    at a file such as a shell's rc file; on Windows a colon would name a stream.
+    """
+    if not name.endswith(".jsonl") or name == ".jsonl":
+        return False
+    return not (sys.platform == "win32" and ":" in name)
 
 
 def policy_problems(data: bytes, kind: str) -> tuple[dict[str, Any], list[str]]:

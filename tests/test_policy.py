@@ -183,6 +183,9 @@ INVALID = [
     ("dir table", "[escalation_dir]\npath = 1\n", ["line 1", "'escalation_dir'", "a table"]),
     ("audit empty", 'audit_log = ""\n', ["'audit_log'", "absolute"]),
     ("audit array", 'audit_log = ["/a"]\n', ["'audit_log'", "an array"]),
+    ("audit rc file", 'audit_log = "~/.bashrc"\n', ["'audit_log'", ".jsonl", '"~/.bashrc"']),
+    ("audit not jsonl", 'audit_log = "/tmp/audit.json"\n', ["'audit_log'", "name ends in .jsonl"]),
+    ("audit folder", 'audit_log = "/tmp/.jsonl/"\n', ["'audit_log'", "name ends in .jsonl"]),
     ("stderr text", 'audit_stderr = "yes"\n', ["'audit_stderr'", "true or false"]),
 ]
 
@@ -199,6 +202,25 @@ class TestValidation:
         for word in words:
             assert word in error.message, (word, error.message)
         assert error.reason == "invalid_policy"
+
+    def test_audit_log_cannot_aim_a_write_at_another_file(
+        self, machine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A policy whose audit_log names a shell rc file stops the write with 78: rc untouched."""
+        from ledger.cli import main
+
+        home = Path(os.path.expanduser("~"))
+        bashrc = home / ".bashrc"
+        bashrc.write_bytes(b"alias ll='ls -l'\n")
+        before = bashrc.read_bytes()
+        path = write(tmp_path / "team.toml", 'audit_log = "~/.bashrc"\n')
+        ledger_file = tmp_path / "book.json"
+        assert main(["--policy", str(path), "append", str(ledger_file), "{}"]) == 78
+        assert str(path) in capsys.readouterr().err
+        assert bashrc.read_bytes() == before
+        assert sorted(p.name for p in home.iterdir() if p.name.startswith(".bashrc")) == [
+            ".bashrc"]
+        assert not ledger_file.exists()
 
     def test_every_problem_is_reported_at_once(self) -> None:
         """Several mistakes in one file are all listed, each with its line."""
@@ -326,14 +348,29 @@ class TestTrust:
         os.chown(path, 65534, -1)
         assert "uid 65534" in load_error(str(path)).message
 
-    def test_explicit_policy_group_writable_is_allowed_others_not(
+    @pytest.mark.parametrize("mode", [0o664, 0o646, 0o620])
+    def test_explicit_policy_writable_by_group_or_others_is_refused(
+        self, machine: Path, tmp_path: Path, mode: int
+    ) -> None:
+        """An explicit file that its group or others may write is refused, like a user policy."""
+        path = write(tmp_path / "team.toml", 'mode = "strict"\n', 0o644)
+        assert load_policy(str(path)).mode == "strict"
+        os.chmod(path, mode)
+        error = load_error(str(path))
+        assert f"chmod go-w {path}" in error.message and error.reason == "untrusted_policy"
+
+    def test_explicit_policy_in_a_group_writable_folder_is_refused(
         self, machine: Path, tmp_path: Path
     ) -> None:
-        """An explicit file may be group-writable, but not writable by everyone."""
-        path = write(tmp_path / "team.toml", 'mode = "strict"\n', 0o664)
+        """A folder above an explicit policy that its group may write is refused; sticky is not."""
+        team = tmp_path / "team"
+        team.mkdir()
+        path = write(team / "policy.toml", 'mode = "strict"\n')
+        os.chmod(team, 0o775)
+        error = load_error(str(path))
+        assert f"the folder {team}" in error.message and "chmod go-w" in error.message
+        os.chmod(team, 0o1775)
         assert load_policy(str(path)).mode == "strict"
-        os.chmod(path, 0o646)
-        assert "chmod o-w" in load_error(str(path)).message
 
     def test_symlinked_policy_is_refused(self, machine: Path, user: Path, tmp_path: Path) -> None:
         """A link where the user policy should be is refused, not followed."""
