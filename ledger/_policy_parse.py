@@ -179,6 +179,12 @@ def policy_problems(data: bytes, kind: str) -> tuple[dict[str, Any], list[str]]:
         document = _toml_loads(text)
     except _toml_error_types() as exc:
         return {}, [f"TOML syntax error: {exc}"]
+    except RecursionError:
+        # The parser recurses once per level of arrays and inline tables.
+        return {}, ["a value is nested too deeply to be read (arrays or tables inside "
+                    "one another); no policy needs more than a few levels"]
+    except MemoryError:
+        return {}, ["reading it takes more memory than this process has"]
 
     values: dict[str, Any] = {}
     problems: list[str] = []

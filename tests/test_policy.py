@@ -222,6 +222,19 @@ class TestValidation:
             ".bashrc"]
         assert not ledger_file.exists()
 
+    @pytest.mark.parametrize("nested", [
+        "[" * 50000 + "]" * 50000,
+        "{a = " * 20000 + "1" + "}" * 20000,
+    ], ids=["arrays", "inline tables"])
+    def test_deep_nesting_is_78_not_a_traceback(
+        self, machine: Path, tmp_path: Path, nested: str
+    ) -> None:
+        """A value nested deeper than the parser can follow is refused with 78 naming the file."""
+        path = write(tmp_path / "deep.toml", f"mode = {nested}\n")
+        error = load_error(str(path))
+        assert str(path) in error.message and "nested too deeply" in error.message
+        assert error.reason == "invalid_policy"
+
     def test_every_problem_is_reported_at_once(self) -> None:
         """Several mistakes in one file are all listed, each with its line."""
         values, problems = policy_problems(

@@ -206,6 +206,20 @@ class TestCheck:
             assert main(["policy", "check", *extra, str(tmp_path / "none.toml")]) == 78
             assert "does not exist" in capsys.readouterr().err
 
+    def test_deeply_nested_file_is_78_in_a_real_process(
+        self, machine: Path, tmp_path: Path
+    ) -> None:
+        """check, show and a write each give 78 naming a deeply nested file, never a traceback."""
+        path = write(tmp_path / "deep.toml", "mode = " + "[" * 50000 + "]" * 50000 + "\n")
+        ledger_file = tmp_path / "book.json"
+        for args in (["policy", "check", str(path)], ["--policy", str(path), "policy", "show"],
+                     ["--policy", str(path), "append", str(ledger_file), "{}"]):
+            done = run_admin(machine, *args)
+            assert done.returncode == 78, (args, done.stderr)
+            assert str(path) in done.stderr and "nested too deeply" in done.stderr
+            assert "Traceback" not in done.stderr and done.stdout == ""
+        assert not ledger_file.exists()
+
     def test_link_is_78(self, machine: Path, tmp_path: Path) -> None:
         """A link given to check is refused like any policy link, in a real process."""
         target = write(tmp_path / "real.toml", 'mode = "strict"\n')
