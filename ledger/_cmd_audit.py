@@ -24,6 +24,7 @@ from .errors import EXIT_OK, LedgerIOError, UsageError
 __all__ = ["run", "summarise", "parse_since", "parse_time", "audit_files_in"]
 
 MAX_LINE = 64 * 1024
+MAX_DEPTH = 64
 SAMPLES_JSON = 100
 SAMPLES_TABLE = 20
 _UTC = datetime.timezone.utc
@@ -216,8 +217,12 @@ def _problem(text: str) -> tuple[Optional[dict[str, Any]], str]:
     """Return the event in one line, or ``None`` and what is wrong with it."""
     try:
         value = json.loads(text)
+    except RecursionError:
+        return None, f"nested deeper than {MAX_DEPTH} levels"
     except ValueError:
         return None, "not JSON"
+    if _deeper_than(value, MAX_DEPTH):
+        return None, f"nested deeper than {MAX_DEPTH} levels"
     if not isinstance(value, dict):
         return None, f"a JSON {type(value).__name__}, not an object"
     if not isinstance(value.get("event"), str):
@@ -230,6 +235,18 @@ def _problem(text: str) -> tuple[Optional[dict[str, Any]], str]:
     if value["event"] == "ledger.write" and not isinstance(value.get("outcome"), str):
         return None, "a ledger.write event without an outcome"
     return value, ""
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Tell whether objects and lists in ``value`` nest deeper than ``limit``, without recursing."""
+    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _entries(path: str) -> Iterator[tuple[int, Optional[dict[str, Any]], str, str]]:

@@ -373,3 +373,25 @@ def test_timestamps_beyond_the_calendar_are_malformed_lines(tmp_path: Path) -> N
     table = run_cli("audit", str(log))
     assert table.returncode == 0 and table.stderr == ""
     assert "malformed    2 lines" in table.stdout
+
+
+def test_deeply_nested_lines_are_malformed_lines(tmp_path: Path) -> None:
+    """Lines nested past the depth bound, up to 30,000 levels, are counted, not fatal."""
+    deep_host = json.dumps(event())[:-1] + ', "extra": ' + "[" * 70 + "]" * 70 + "}"
+    log = write_lines(
+        tmp_path / "audit.jsonl",
+        event(),
+        b"[" * 30_000 + b"]" * 30_000,
+        b'{"a": ' * 9_000 + b"1" + b"}" * 9_000,
+        deep_host.encode(),
+        event(host=[[["alpha"]]]),
+    )
+    result = summary(str(log))
+    assert result["writes"] == 2 and result["malformed"]["lines"] == 3
+    samples = result["malformed"]["samples"]
+    assert [s["line"] for s in samples] == [2, 3, 4]
+    assert all("nested deeper than" in s["problem"] for s in samples)
+
+    table = run_cli("audit", str(log))
+    assert table.returncode == 0 and table.stderr == ""
+    assert "malformed    3 lines" in table.stdout
