@@ -68,12 +68,16 @@ def parse_since(text: str, now: Optional[datetime.datetime] = None) -> datetime.
     span = _SPAN.match(text)
     if span:
         seconds = float(span.group(1)) * _UNITS[span.group(2).lower()]
-        return now - datetime.timedelta(seconds=seconds)
-    when = parse_time(text)
+        try:
+            return now - datetime.timedelta(seconds=seconds)
+        except OverflowError:
+            when = None
+    else:
+        when = parse_time(text)
     if when is None:
         raise UsageError(
             f"--since takes an ISO 8601 time such as 2026-01-31T08:00Z, or a span back from "
-            f"now such as 30m, 24h or 7d, not {text!r}."
+            f"now such as 30m, 24h or 7d, within years 1 to 9999; not {text!r}."
         )
     return when
 

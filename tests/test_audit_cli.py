@@ -395,3 +395,14 @@ def test_deeply_nested_lines_are_malformed_lines(tmp_path: Path) -> None:
     table = run_cli("audit", str(log))
     assert table.returncode == 0 and table.stderr == ""
     assert "malformed    3 lines" in table.stdout
+
+
+@pytest.mark.parametrize("since", ["99999999999d", "800000d", "9" * 400 + "w",
+                                   "0001-01-01T00:00:00+01:00"])
+def test_since_beyond_the_calendar_is_a_usage_error(tmp_path: Path, since: str) -> None:
+    """A --since span or time that leaves years 1-9999: exit 64 saying what it takes."""
+    log = write_lines(tmp_path / "audit.jsonl", event())
+    done = run_cli("audit", str(log), "--since", since)
+    assert done.returncode == 64 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "--since takes" in done.stderr and "24h" in done.stderr
