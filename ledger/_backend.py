@@ -15,12 +15,35 @@ from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Protocol
 if TYPE_CHECKING:
     from .protections import Report
 
-TEMP_SUFFIX = ".tmp"
+_TEMP_SUFFIX = ".tmp"
+_TEMP_RANDOM_BYTES = 6
 
 
-def temp_prefix(name: str) -> str:
-    """Return the prefix of the temp files written next to ledger ``name``."""
-    return f".{name}."
+def temp_name(name: str) -> str:
+    """Return a fresh temp file name for ledger ``name``: ``.<name>.<pid>.<12 hex>.tmp``."""
+    return f".{name}.{os.getpid()}.{os.urandom(_TEMP_RANDOM_BYTES).hex()}{_TEMP_SUFFIX}"
+
+
+def temp_owner(entry: str) -> Optional[str]:
+    """Return the ledger name whose temp file ``entry`` is, or ``None`` if it is not one.
+
+    Only names of the form :func:`temp_name` makes count, so that a user's own
+    ``.notes.backup.tmp`` is never taken for a stale temp file.
+    """
+    if not (entry.startswith(".") and entry.endswith(_TEMP_SUFFIX)):
+        return None
+    parts = entry[1:-len(_TEMP_SUFFIX)].rsplit(".", 2)
+    if len(parts) != 3:
+        return None
+    name, pid, random = parts
+    if not (name and pid.isdigit() and pid.isascii() and len(random) == 2 * _TEMP_RANDOM_BYTES):
+        return None
+    return name if all(char in "0123456789abcdef" for char in random) else None
+
+
+def is_temp_of(entry: str, name: str) -> bool:
+    """Tell whether folder entry ``entry`` is a temp file of ledger ``name``."""
+    return temp_owner(entry) == name
 
 
 def read_bounded(read: Callable[[int], bytes], path: str, max_bytes: int) -> bytes:
@@ -37,11 +60,6 @@ def read_bounded(read: Callable[[int], bytes], path: str, max_bytes: int) -> byt
 
             raise too_large(path, max_bytes)
         chunks.append(chunk)
-
-
-def is_temp_of(entry: str, name: str) -> bool:
-    """Tell whether folder entry ``entry`` is a temp file of ledger ``name``."""
-    return entry.startswith(temp_prefix(name)) and entry.endswith(TEMP_SUFFIX)
 
 
 class Folder(Protocol):

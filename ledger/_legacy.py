@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 from typing import Iterator, Optional
 
 from . import _refusals as refusals
-from ._backend import TEMP_SUFFIX, is_temp_of, temp_prefix
+from ._backend import is_temp_of, temp_name
 from ._posix import io_error
 from .protections import Report
 
@@ -53,8 +52,10 @@ class LegacyFolder:
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._join(name)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=temp_prefix(name), suffix=TEMP_SUFFIX, dir=self.path)
+            tmp = os.path.join(self.path, temp_name(name))
+            fd = os.open(tmp, flags, 0o600)
         except OSError as exc:
             raise io_error(exc, path, "creating a temp file for") from exc
         try:

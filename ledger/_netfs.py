@@ -19,6 +19,9 @@ NETWORK_TYPES = frozenset(
         "ceph", "glusterfs", "lustre", "gpfs", "9p", "fuse.sshfs", "fuse.glusterfs",
         "fuse.ceph", "fuse.s3fs", "fuse.rclone", "fuse.gcsfuse", "davfs", "fuse.davfs2",
         "beegfs", "orangefs", "ocfs2", "gfs2", "webdav", "afpfs",
+        # Folders shared into a virtual machine: locks may not reach the host's other users.
+        "vboxsf", "vmhgfs", "fuse.vmhgfs-fuse", "virtiofs", "prl_fs",
+        "fuse.juicefs", "fuse.mfs", "fuse.lizardfs", "fuse.cephfs", "fuse.seaweedfs",
     }
 )
 

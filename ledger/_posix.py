@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from . import _netfs
 from . import _refusals as refusals
-from ._backend import TEMP_SUFFIX, is_temp_of, read_bounded, temp_prefix
+from ._backend import is_temp_of, read_bounded, temp_name
 from .errors import LedgerError, LedgerIOError, LockTimeoutError, UnsafePathError
 from .protections import Report
 
@@ -260,7 +260,7 @@ class PosixFolder:
     def _create_temp(self, name: str) -> tuple[str, int]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
         for _ in range(_TEMP_ATTEMPTS):
-            tmp = f"{temp_prefix(name)}{os.getpid()}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
+            tmp = temp_name(name)
             try:
                 fd = os.open(tmp, flags, 0o600, dir_fd=self.fd)
             except FileExistsError:

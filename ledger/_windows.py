@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional
 
 from . import _refusals as refusals
 from . import _winapi as w
-from ._backend import TEMP_SUFFIX, is_temp_of, read_bounded, temp_prefix
+from ._backend import is_temp_of, read_bounded, temp_name
 from ._winapi import Ace, Api, FileInfo, WinApi, strip_extended_prefix, winerror_of
 from .errors import LedgerError, LedgerIOError, LockTimeoutError
 from .errors import UnsafePathError
@@ -456,7 +456,7 @@ class WindowsFolder:
 
     def _create_temp(self, name: str) -> tuple[str, int]:
         for _ in range(_TEMP_ATTEMPTS):
-            tmp = f"{temp_prefix(name)}{os.getpid()}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+            tmp = temp_name(name)
             try:
                 fd = self._open_file(tmp, w.GENERIC_WRITE, w.FILE_SHARE_READ, w.CREATE_NEW, 0,
                                      check_owner=False)

@@ -74,7 +74,12 @@ def _cmd_replay_safe(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_hash(args: argparse.Namespace, out: TextIO) -> int:
     from .escalation import signal_hash
 
-    out.write(signal_hash(args.categories, args.stage) + "\n")
+    try:
+        digest = signal_hash(args.categories, args.stage)
+    except UnicodeEncodeError:
+        raise UsageError("The categories or the stage are not valid UTF-8 text; give them as "
+                         "text and run the command again.") from None
+    out.write(digest + "\n")
     return EXIT_OK
 
 
@@ -242,6 +247,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OutputFailed(OSError):
+    """Writing the command's output failed after the command did its work."""
+
+
+class _Output:
+    """Standard output, telling a failed write of the output apart from other I/O errors."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.errno, exc.strerror) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputFailed(exc.errno, exc.strerror) from exc
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``ledgerctl`` and return its exit code."""
     args: Optional[argparse.Namespace] = None
@@ -253,9 +285,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not getattr(args, "handler", None):
                 parser.print_help(sys.stderr)
                 return UsageError.exit_code
-        code: int = args.handler(args, sys.stdout)
-        sys.stdout.flush()
+        # A hook runner may start us with stdout closed; the command still does its work.
+        out = _Output(sys.stdout if sys.stdout is not None else open(os.devnull, "w"))
+        code: int = args.handler(args, cast(TextIO, out))
+        out.flush()
         return code
+    except _OutputFailed as exc:
+        sys.stderr.write(f"ledgerctl: the command did its work, but its output could not be "
+                         f"written ({exc.strerror or exc}); do not run it again for the "
+                         "output, use 'ledgerctl lookup' or 'show' instead.\n")
+        return 74
     except LedgerError as exc:
         if args is not None and getattr(args, "traceback", False):
             raise
@@ -274,7 +313,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         sys.stderr.write(f"ledgerctl: I/O error{where}: {exc.strerror or exc}. "
-                         "Nothing was changed; fix the cause and run the command again.\n")
+                         "Fix the cause and run the command again.\n")
         return 74
 
 

@@ -25,7 +25,8 @@ _NEXT_STEP = "Move it aside or repair it, then run the command again; it was not
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 # The C encoder separates items with NUL, which never occurs in JSON text it writes
 # with ensure_ascii (control characters inside strings are always escaped).
-_FLAT_ENCODER = json.JSONEncoder(separators=("\0", ": "))
+_FLAT_ENCODER = json.JSONEncoder(separators=("\0", ": "), allow_nan=False)
+_INFINITY = float("inf")
 
 
 def _corrupt(path: str, what: str, reason: str) -> CorruptLedgerError:
@@ -35,6 +36,14 @@ def _corrupt(path: str, what: str, reason: str) -> CorruptLedgerError:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 is valid JSON but becomes infinity, which cannot be written back as JSON.
+    value = float(text)
+    if value in (_INFINITY, -_INFINITY):
+        raise ValueError(f"the number {text[:40]} is too large to keep")
+    return value
 
 
 def parse(data: bytes, path: str, validate: Optional[Validator] = None) -> list[Record]:
@@ -54,14 +63,15 @@ def parse(data: bytes, path: str, validate: Optional[Validator] = None) -> list[
     if not text.strip():
         raise _corrupt(path, "it is empty", "empty")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RecursionError:
         raise _corrupt(path, "its JSON is nested too deeply", "too_deep") from None
     except ValueError as exc:
-        where = ""
         if isinstance(exc, json.JSONDecodeError):
-            where = f" at line {exc.lineno}, column {exc.colno}"
-        raise _corrupt(path, f"its JSON does not parse{where}", "bad_json") from None
+            what = f"its JSON does not parse at line {exc.lineno}, column {exc.colno}"
+        else:
+            what = f"its JSON does not parse ({exc})"
+        raise _corrupt(path, what, "bad_json") from None
     if not isinstance(value, list):
         raise _corrupt(path, f"it holds a JSON {type(value).__name__}, not an array", "not_array")
     for index, record in enumerate(value):
@@ -80,10 +90,14 @@ def serialize(records: list[Record]) -> bytes:
     library encodes an indented document in pure Python, so a ledger of flat
     objects (the usual shape) is encoded in one call of the C encoder and laid
     out to the same text; any other shape goes through ``json.dumps`` itself.
+
+    Raises:
+        ValueError: A value is NaN or infinite, which JSON cannot hold.
+        TypeError: A value is not a JSON type.
     """
     text = _flat_layout(records)
     if text is None:
-        text = json.dumps(records, indent=2)
+        text = json.dumps(records, indent=2, allow_nan=False)
     return text.encode("utf-8")
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 
-from ._backend import Backend, backend_for
+from ._backend import Backend, backend_for, temp_owner
 from .errors import LedgerError, LedgerIOError, ProtectionUnavailableError, UsageError
 from .policy import Policy, load_policy
 from .protections import PROTECTIONS, Report
@@ -80,10 +80,16 @@ class Ledger:
         validate: Optional[Validator] = None,
         audit: bool = True,
     ) -> None:
-        path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        given = os.fspath(path)
+        path = os.path.abspath(os.path.expanduser(given))
         self.folder, self.name = os.path.split(path)
-        if not self.name or self.name in (".", ".."):
-            raise UsageError(f"{path} is not a file name a ledger can have.", path=path)
+        if given.endswith(("/", os.sep)) or not self.name or self.name in (".", ".."):
+            raise UsageError(f"{given} names a folder; give the ledger's file name.", path=path)
+        if self.name.endswith(".lock") or temp_owner(self.name) is not None:
+            raise UsageError(
+                f"{path} has the name of a ledger's lock or temp file; choose another name.",
+                path=path,
+            )
         if cap is not None and cap < 1:
             raise UsageError(f"The cap must be at least 1, not {cap}.", path=path)
         self.path = path
@@ -202,7 +208,7 @@ class Ledger:
                 if self.cap is not None and len(updated) > self.cap:
                     pruned = len(updated) - self.cap
                     updated = updated[pruned:]
-                folder.replace(self.name, serialize(updated))
+                folder.replace(self.name, self._encode(updated))
         finally:
             folder.close()
         return WriteResult(
@@ -214,6 +220,41 @@ class Ledger:
         )
 
     # Helpers.
+
+    def _encode(self, records: Any) -> bytes:
+        """Check what a write is about to store, and encode it; refuse what could not be read back."""
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise UsageError(
+                f"The new content of {self.path} must be a list of JSON objects; nothing was "
+                "written.",
+                path=self.path,
+            )
+        if self.validate:
+            for index, record in enumerate(records):
+                problem = self.validate(record, index)
+                if problem:
+                    raise UsageError(
+                        f"The new content of {self.path} is not valid: {problem}; nothing was "
+                        "written.",
+                        path=self.path,
+                    )
+        try:
+            data = serialize(records)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise UsageError(
+                f"The new content of {self.path} cannot be stored as strict JSON ({exc}); "
+                "nothing was written.",
+                path=self.path,
+            ) from None
+        if len(data) > MAX_LEDGER_BYTES:
+            raise LedgerIOError(
+                f"{self.path} would grow to {len(data)} bytes, more than the "
+                f"{MAX_LEDGER_BYTES} bytes a ledger may have; nothing was written. Lower the "
+                "cap, or move the ledger aside and start a new one.",
+                path=self.path,
+                reason="too_large",
+            )
+        return data
 
     def _backend(self, report: Report) -> Backend:
         mode = self.policy.mode

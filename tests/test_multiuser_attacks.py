@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 import pytest
 
+from ledger._backend import is_temp_of
 from ledger.escalation import LEDGER_NAME
 from privdrop import ATTACKER, VICTIM, Runtime, requires_root, runtime  # noqa: F401
 
@@ -136,7 +137,8 @@ def _temp_names(pid: int, suffixes: list[str]) -> list[str]:
 
 
 def _is_temp(name: str) -> bool:
-    return name.startswith(f".{LEDGER_NAME}.") and name.endswith(".tmp")
+    """A name of the form the product gives its temp files (``.<name>.<pid>.<12 hex>.tmp``)."""
+    return is_temp_of(name, LEDGER_NAME)
 
 
 class SharedHome:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import threading
-import types
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -443,7 +441,7 @@ def test_read_only_ledger_is_a_clear_error_and_stays_read_only(fake: FakeWinApi,
 
 def test_a_temp_left_by_a_killed_writer_is_removed(fake: FakeWinApi, folder: Path) -> None:
     """A stale temp file of this ledger is deleted under the lock by the next writer."""
-    stale = folder / ".book.json.999.abcdef.tmp"
+    stale = folder / ".book.json.999.abcdef012345.tmp"
     stale.write_bytes(b"[half")
     _ledger(folder / "book.json").append({"n": 1})
     assert not stale.exists()
@@ -544,9 +542,8 @@ def test_junction_at_the_ledger_name_is_refused(fake: FakeWinApi, folder: Path,
 
 def _predictable_temps(monkeypatch: pytest.MonkeyPatch, tokens: List[str]) -> None:
     names = iter(tokens)
-    fixed = types.SimpleNamespace(token_hex=lambda n: next(names),
-                                  randbelow=secrets.randbelow)
-    monkeypatch.setattr(windows, "secrets", fixed)
+    monkeypatch.setattr(windows, "temp_name",
+                        lambda name: f".{name}.{os.getpid()}.{next(names)}.tmp")
 
 
 def test_symlink_at_the_temp_name_is_skipped_not_followed(

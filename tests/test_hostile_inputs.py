@@ -1,0 +1,151 @@
+"""Inputs found by attacking the product: each once ended in a broken ledger or a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ledger
+from conftest import LEDGERCTL, run_cli
+from ledger import errors
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="uses POSIX devices and modes")
+
+
+def _ledger_file(folder: Path, name: str, data: bytes) -> Path:
+    path = folder / name
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def test_a_number_too_large_for_a_float_is_refused_not_rewritten_as_infinity(
+    ledger_dir: Path,
+) -> None:
+    """1e400 parses to infinity, which JSON cannot hold: 65, and the file is left as it was."""
+    path = _ledger_file(ledger_dir, "l.json", b'[{"t": 1e400}]')
+    for args in (["show", str(path)], ["append", str(path), '{"b": 2}']):
+        done = run_cli(*args)
+        assert done.returncode == 65, done.stderr
+        assert "1e400" in done.stderr
+    assert path.read_bytes() == b'[{"t": 1e400}]'
+
+
+def test_update_that_returns_something_unstorable_writes_nothing(ledger_dir: Path) -> None:
+    """``update`` results that are not a list of finite JSON objects are refused unwritten."""
+    book = ledger.Ledger(ledger_dir / "book.json")
+    book.append({"n": 1})
+    before = (ledger_dir / "book.json").read_bytes()
+    for bad in (None, [1, 2], "abc", [{"x": float("nan")}], [{"x": float("inf")}]):
+        with pytest.raises(errors.UsageError):
+            book.update(lambda records, bad=bad: bad)
+    assert (ledger_dir / "book.json").read_bytes() == before
+
+
+def test_a_write_that_would_pass_the_size_limit_is_refused(ledger_dir: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The product never writes a ledger larger than it agrees to read back (74, unchanged)."""
+    import ledger.store
+
+    monkeypatch.setattr(ledger.store, "MAX_LEDGER_BYTES", 2000)
+    book = ledger.Ledger(ledger_dir / "book.json")
+    book.append({"pad": "x" * 1000})
+    before = (ledger_dir / "book.json").read_bytes()
+    with pytest.raises(errors.LedgerIOError) as info:
+        book.append({"pad": "y" * 1000})
+    assert info.value.reason == "too_large"
+    assert (ledger_dir / "book.json").read_bytes() == before
+
+
+def test_files_that_only_look_like_temp_files_are_kept(ledger_dir: Path) -> None:
+    """Stale-temp cleanup removes only the product's own temp names, not a user's files."""
+    keep = {".notes.backup.tmp": b"mine", ".notes.json.draft.tmp": b"draft",
+            ".notes.12.tmp": b"x", ".notes.12.ABCDEF012345.tmp": b"upper"}
+    for name, data in keep.items():
+        _ledger_file(ledger_dir, name, data)
+    other = ledger.Ledger(ledger_dir / ".log.old.tmp")
+    other.append({"other": 1})
+    stale = _ledger_file(ledger_dir, ".notes.4242.0123456789ab.tmp", b"stale")
+
+    ledger.Ledger(ledger_dir / "notes").append({"n": 1})
+    ledger.Ledger(ledger_dir / "log").append({"n": 1})
+
+    for name, data in keep.items():
+        assert (ledger_dir / name).read_bytes() == data
+    assert other.records() == [{"other": 1}]
+    assert not stale.exists()
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys
+    from ledger import Ledger
+    book = Ledger(sys.argv[1], cap=100000)
+    for i in range(int(sys.argv[2])):
+        book.append({"i": i, "pad": "x" * 20000})
+    """
+)
+
+
+@pytest.mark.slow
+def test_ledgers_whose_names_overlap_do_not_remove_each_others_temp_files(
+    ledger_dir: Path,
+) -> None:
+    """Writers of ``h`` and ``h.json`` in one folder at once: every write of both succeeds."""
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(ledger_dir / name), "15"],
+                              stderr=subprocess.PIPE, text=True)
+             for name in ("h", "h.json", "h", "h.json")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    for name in ("h", "h.json"):
+        assert len(json.loads((ledger_dir / name).read_text())) == 30
+
+
+@pytest.mark.parametrize("name", ["book.json.lock", "x.lock", ".book.json.77.0123456789ab.tmp"])
+def test_names_of_lock_and_temp_files_cannot_be_ledgers(ledger_dir: Path, name: str) -> None:
+    """A ledger named like another ledger's lock or temp file is a usage error (64)."""
+    done = run_cli("append", str(ledger_dir / name), "{}")
+    assert done.returncode == 64, done.stderr
+    assert not (ledger_dir / name).exists()
+
+
+def test_a_folder_path_is_not_a_ledger(ledger_dir: Path) -> None:
+    """``append dir/`` is a usage error, not a file named ``dir`` next to it."""
+    done = run_cli("append", str(ledger_dir / "sub") + "/", "{}")
+    assert done.returncode == 64, done.stderr
+    assert not (ledger_dir / "sub").exists()
+
+
+@posix_only
+def test_hash_of_text_that_is_not_utf8_is_a_usage_error() -> None:
+    """Bytes that are not UTF-8 in the arguments: 64 with one sentence, no traceback."""
+    for args in ([b"hash", b"a\xffb"], [b"hash", b"--stage=\xff", b"a"]):
+        done = subprocess.run([os.fsencode(part) for part in LEDGERCTL] + args,
+                              capture_output=True)
+        assert done.returncode == 64
+        assert b"Traceback" not in done.stderr and b"UTF-8" in done.stderr
+
+
+@posix_only
+def test_output_that_cannot_be_written_is_reported_after_the_work_is_done(
+    ledger_dir: Path,
+) -> None:
+    """stdout on a full device: 74 saying the record was written; stdout closed: 0."""
+    path = ledger_dir / "book.json"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(LEDGERCTL + ["append", str(path), '{"a": 1}'], stdout=full,
+                              stderr=subprocess.PIPE, text=True)
+    assert done.returncode == 74
+    assert "did its work" in done.stderr and "Traceback" not in done.stderr
+    closed = subprocess.run(LEDGERCTL + ["append", str(path), '{"a": 2}'],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 0, closed.stderr
+    assert json.loads(path.read_text()) == [{"a": 1}, {"a": 2}]
