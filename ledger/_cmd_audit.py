@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import re
+import zlib
 from collections import Counter
 from typing import IO, Any, Iterator, Optional, TextIO, cast
 
@@ -275,7 +276,7 @@ def _entries(path: str) -> Iterator[tuple[int, Optional[dict[str, Any]], str, st
                 number, raw = next(lines)
             except StopIteration:
                 return
-            except (OSError, EOFError) as exc:
+            except (OSError, EOFError, zlib.error) as exc:
                 yield number + 1, None, f"the rest of the file cannot be read ({exc})", ""
                 return
             if raw is None:

@@ -406,3 +406,22 @@ def test_since_beyond_the_calendar_is_a_usage_error(tmp_path: Path, since: str) 
     assert done.returncode == 64 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "--since takes" in done.stderr and "24h" in done.stderr
+
+
+def test_a_corrupt_gzip_file_counts_its_unreadable_rest(tmp_path: Path) -> None:
+    """A .gz file whose compressed data is damaged: the lines before count, the rest is one
+    malformed entry, and the summary goes on to the next file."""
+    good = gzip.compress(b"".join(json.dumps(event(pid=i)).encode() + b"\n" for i in range(3)))
+    # A second gzip member whose first deflate block has the reserved type 11.
+    bad_member = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\x07" + b"\x00" * 16
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    (folder / "audit.jsonl.1.gz").write_bytes(good + bad_member)
+    write_lines(folder / "audit.jsonl", event())
+    result = summary(str(folder))
+    damaged, current = result["files"]
+    assert (damaged["lines"], damaged["writes"], damaged["malformed"]) == (4, 3, 1)
+    assert current == {"path": str(folder / "audit.jsonl"), "lines": 1, "writes": 1,
+                       "malformed": 0}
+    [sample] = result["malformed"]["samples"]
+    assert sample["problem"].startswith("the rest of the file cannot be read")
