@@ -10,7 +10,7 @@ from typing import Any, Optional, TextIO
 
 from ._policy_load import KEYS, Location, locations, policy_problems, read_policy
 from .errors import EXIT_OK, PolicyError, UsageError
-from .policy import Policy, load_policy
+from .policy import Policy, load_policy, mode_rank
 
 __all__ = ["run_help", "show", "check", "describe_policy"]
 
@@ -86,6 +86,14 @@ def describe_policy(
     }
 
 
+def _raiser(policy: Policy) -> str:
+    """Say what made the mode stronger than asked: the machine floor, or the machine's mode."""
+    floor = policy.minimum_mode
+    if floor is not None and mode_rank(str(policy.requested_mode)) < mode_rank(floor):
+        return f"the machine floor minimum_mode = {_toml(floor)} raised it"
+    return f"the machine policy's mode = {_toml(policy.mode)} overrides it"
+
+
 def show(args: argparse.Namespace, out: TextIO) -> int:
     """Print the effective policy, which file set each value, and where files are looked for."""
     explicit = getattr(args, "policy", None)
@@ -98,10 +106,7 @@ def show(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"Effective policy: mode {policy.mode}\n")
     if policy.raised:
         asked_by = policy.origins.get("requested_mode", "default")
-        out.write(
-            f"  ({asked_by} asked for {_toml(policy.requested_mode)}; the machine floor "
-            f"minimum_mode = {_toml(policy.minimum_mode)} raised it)\n"
-        )
+        out.write(f"  ({asked_by} asked for {_toml(policy.requested_mode)}; {_raiser(policy)})\n")
     width = max(len(key) for key in KEYS) + 2
     values = info["values"]
     value_width = max(len(_toml(value)) for value in values.values()) + 2

@@ -585,7 +585,12 @@ def parse_policy(data: bytes, where: Location) -> dict[str, Any]:
 
 
 def merge(layers: list[tuple[Location, dict[str, Any]]]) -> Policy:
-    """Merge settings key by key, strongest layer first, and apply the machine floor."""
+    """Merge settings key by key, strongest layer first, and apply the machine floor.
+
+    When the machine policy (its ``mode`` or its floor) makes the mode stronger than
+    the files below it asked for, ``requested_mode`` keeps what the strongest of
+    those files asked, so that ``policy show`` and the audit can say so.
+    """
     values: dict[str, Any] = {}
     origins: dict[str, str] = {key: "default" for key in KEYS}
     for where, settings in layers:
@@ -602,6 +607,12 @@ def merge(layers: list[tuple[Location, dict[str, Any]]]) -> Policy:
         origins["requested_mode"] = origins["mode"]
         origins["mode"] = origins["minimum_mode"]
         mode = floor
+
+    asked = next(((where, settings["mode"]) for where, settings in layers
+                  if where.kind != "machine" and "mode" in settings), None)
+    if requested is None and asked is not None and mode_rank(asked[1]) < mode_rank(mode):
+        requested = asked[1]
+        origins["requested_mode"] = asked[0].path
 
     defaults = Policy()
     return Policy(

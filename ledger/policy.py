@@ -23,7 +23,8 @@ class Policy(NamedTuple):
         mode: ``strict``, ``secure`` or ``legacy``, after the machine floor.
         lock_timeout: Seconds to wait for the lock before giving up (exit 75).
         minimum_mode: The machine's floor, if the machine policy sets one.
-        requested_mode: The mode asked for before the floor raised it, else ``None``.
+        requested_mode: The mode the explicit or user policy (or the default, under a
+            floor) asked for, when the machine policy made it stronger; else ``None``.
         escalation_dir: Folder of the escalation ledger, if a policy sets it.
         escalation_cap: How many escalation entries to keep (newest).
         audit_log: Path of the audit file, if a policy sets it.
@@ -45,7 +46,7 @@ class Policy(NamedTuple):
 
     @property
     def raised(self) -> bool:
-        """Tell whether the machine floor raised the mode that was asked for."""
+        """Tell whether the machine policy (floor or mode) raised the mode asked for."""
         return self.requested_mode is not None and self.requested_mode != self.mode
 
 

@@ -215,6 +215,40 @@ class TestFloorInProcesses:
 
 
 @POSIX
+class TestMachineModeInProcesses:
+    @pytest.fixture
+    def strict_machine(self, machine: Path) -> Path:
+        """The worked example: machine mode and floor strict; the user's own policy says legacy."""
+        write_policy(machine, 'mode = "strict"\nminimum_mode = "strict"\nlock_timeout = 10\n')
+        os.chmod(machine, 0o644)
+        from ledger._policy_load import user_policy_path
+
+        write_policy(Path(user_policy_path()), 'mode = "legacy"\n')
+        return machine
+
+    def test_write_and_show_say_the_user_asked_for_legacy(
+        self, strict_machine: Path, ledger_dir: Path
+    ) -> None:
+        """The write runs strict; its audit event and policy show say legacy was asked."""
+        from ledger._policy_load import user_policy_path
+
+        ledger = ledger_dir / "ledger.json"
+        done = run_hook(strict_machine, "append", str(ledger), '{"n": 1}')
+        assert (done.returncode, done.stderr) == (0, "")
+        event = last_write_event()
+        assert (event["mode"], event["outcome"]) == ("strict", "ok")
+        assert (event["requested_mode"], event["raised_by_floor"]) == ("legacy", True)
+        assert event["protections"]["lock"] == "fcntl.flock"
+
+        done = run_hook(strict_machine, "policy", "show", "--json")
+        assert done.returncode == 0, done.stderr
+        info = json.loads(done.stdout)
+        assert (info["mode"], info["requested_mode"], info["raised_by_floor"]) == (
+            "strict", "legacy", True)
+        assert info["origins"]["requested_mode"] == user_policy_path()
+
+
+@POSIX
 class TestBrokenPolicyStopsTheWrite:
     def test_invalid_named_policy_writes_nothing(
         self, machine: Path, ledger_dir: Path, tmp_path: Path

@@ -147,6 +147,69 @@ class TestFloor:
         assert (policy.mode, policy.requested_mode, policy.minimum_mode) == (
             "strict", "secure", "strict")
 
+    def test_machine_mode_and_floor_over_a_user_legacy_record_the_request(
+        self, machine: Path, user: Path
+    ) -> None:
+        """Machine mode and floor strict, user legacy: strict, and the user's ask is recorded."""
+        write(machine, 'mode = "strict"\nminimum_mode = "strict"\n')
+        write(user, 'mode = "legacy"\n')
+        policy = load_policy()
+        assert (policy.mode, policy.requested_mode, policy.raised) == ("strict", "legacy", True)
+        assert policy.origins["mode"] == str(machine)
+        assert policy.origins["requested_mode"] == str(user)
+
+    def test_machine_mode_without_a_floor_also_records_the_request(
+        self, machine: Path, user: Path
+    ) -> None:
+        """A machine mode stronger than the user's wins, and the user's choice is recorded."""
+        write(machine, 'mode = "secure"\n')
+        write(user, 'mode = "legacy"\n')
+        policy = load_policy()
+        assert (policy.mode, policy.requested_mode, policy.raised) == ("secure", "legacy", True)
+        assert policy.origins["requested_mode"] == str(user)
+
+    def test_machine_mode_wins_over_a_stricter_user_choice(
+        self, machine: Path, user: Path
+    ) -> None:
+        """A machine mode wins even over a stricter user mode; nothing is recorded as raised."""
+        write(machine, 'mode = "secure"\n')
+        write(user, 'mode = "strict"\n')
+        policy = load_policy()
+        assert (policy.mode, policy.requested_mode, policy.raised) == ("secure", None, False)
+        assert policy.origins["mode"] == str(machine)
+
+    def test_floor_without_machine_mode_lets_a_user_go_stricter(
+        self, machine: Path, user: Path
+    ) -> None:
+        """With minimum_mode alone in the machine policy, a user may choose a stricter mode."""
+        write(machine, 'minimum_mode = "secure"\n')
+        write(user, 'mode = "strict"\n')
+        policy = load_policy()
+        assert (policy.mode, policy.requested_mode) == ("strict", None)
+        assert policy.origins["mode"] == str(user)
+
+    def test_the_request_is_the_strongest_weaker_files(
+        self, machine: Path, user: Path, tmp_path: Path
+    ) -> None:
+        """The recorded request is what the explicit file asked, since it wins over the user's."""
+        write(machine, 'mode = "strict"\n')
+        explicit = write(tmp_path / "explicit.toml", 'mode = "secure"\n')
+        write(user, 'mode = "legacy"\n')
+        policy = load_policy(str(explicit))
+        assert (policy.mode, policy.requested_mode) == ("strict", "secure")
+        assert policy.origins["requested_mode"] == str(explicit)
+
+    def test_no_request_when_the_weaker_files_asked_for_enough(
+        self, machine: Path, user: Path, tmp_path: Path
+    ) -> None:
+        """Explicit strict, user legacy, machine secure: the files asked for more; no raise."""
+        write(machine, 'mode = "secure"\n')
+        explicit = write(tmp_path / "explicit.toml", 'mode = "strict"\n')
+        write(user, 'mode = "legacy"\n')
+        policy = load_policy(str(explicit))
+        assert (policy.mode, policy.requested_mode, policy.raised) == ("secure", None, False)
+        assert "requested_mode" not in policy.origins
+
     @pytest.mark.parametrize("where", ["user", "explicit"])
     def test_floor_outside_the_machine_policy_is_an_error(
         self, machine: Path, user: Path, tmp_path: Path, where: str

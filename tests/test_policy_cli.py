@@ -121,6 +121,19 @@ class TestShow:
             f'  ({user} asked for "legacy"; the machine floor minimum_mode = "strict" raised it)',
         ]
 
+    def test_table_explains_a_machine_mode_over_a_weaker_choice(
+        self, machine: Path, user: Path
+    ) -> None:
+        """When the machine's mode (no floor) overrides a weaker user mode, the table says so."""
+        write(machine, 'mode = "secure"\n')
+        write(user, 'mode = "legacy"\n', 0o600)
+        done = run_admin(machine, "policy", "show")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[:2] == [
+            "Effective policy: mode secure",
+            f'  ({user} asked for "legacy"; the machine policy\'s mode = "secure" overrides it)',
+        ]
+
     def test_broken_policy_is_78(self, machine: Path, user: Path) -> None:
         """show refuses to guess: an invalid user policy gives 78 naming the file."""
         write(user, "mode = \n", 0o600)
