@@ -276,8 +276,9 @@ def _open_posix(where: Location) -> Optional[int]:
     """Walk to the file one checked folder at a time, then open it without following links.
 
     A folder on the way may be a symbolic link (a dotfiles folder, ``/var`` on
-    macOS): it is followed only from a folder that already passed the checks,
-    and every folder it leads to is checked in turn.
+    macOS): it is followed only from a folder that already passed the checks and
+    only if the link belongs to a trusted owner, and every folder it leads to is
+    checked in turn.
     """
     if sys.platform == "win32":
         return None
@@ -335,6 +336,7 @@ def _walk(where: Location, folder: str, owners: tuple[int, ...]) -> Optional[int
                 if target is None or links > 40:
                     raise _refuse(where, f"{os.path.join(here, part)} is not a folder",
                                   "Remove what is there, or check the path.") from None
+                _check_link(dir_fd, part, os.path.join(here, part), where, owners)
                 if target.startswith("/"):
                     os.close(dir_fd)
                     dir_fd = os.open("/", flags)
@@ -349,6 +351,28 @@ def _walk(where: Location, folder: str, owners: tuple[int, ...]) -> Optional[int
         os.close(dir_fd)
         raise
     return dir_fd
+
+
+def _check_link(
+    dir_fd: int, name: str, path: str, where: Location, owners: tuple[int, ...]
+) -> None:
+    """Refuse to follow a folder link that a user other than a trusted owner made.
+
+    The walk reads links itself, so the kernel's protection of links in sticky
+    folders does not apply: the link's own owner is checked here instead.
+    """
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        raise _unreadable(where, exc) from None
+    if st.st_uid not in owners:
+        words = "root" if where.kind == "machine" else "you or root"
+        raise _refuse(
+            where,
+            f"{path} is a symbolic link of uid {st.st_uid}, another user who may have "
+            f"planted it; a link on the way must belong to {words}",
+            "Name the policy by its real path, or remove the link.",
+        )
 
 
 def _link_target(dir_fd: int, name: str) -> Optional[str]:

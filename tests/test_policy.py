@@ -483,6 +483,27 @@ class TestTrust:
         error = load_error(str(tmp_path / "cfg" / "policy.toml"))
         assert str(shared) in error.message
 
+    @pytest.mark.skipif(not IS_ROOT, reason="needs root to give a link to another user")
+    def test_folder_link_planted_by_another_user_is_refused(
+        self, machine: Path, tmp_path: Path
+    ) -> None:
+        """A folder link in a sticky shared folder is followed only if it is the user's or root's."""
+        real = tmp_path / "rootowned"
+        real.mkdir(mode=0o755)
+        write(real / "policy.toml", 'mode = "legacy"\n')
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o1777)
+        link = shared / "teampol"
+        link.symlink_to(real)
+        path = link / "policy.toml"
+        assert load_policy(str(path)).mode == "legacy"
+
+        os.chown(link, 65534, 65534, follow_symlinks=False)
+        error = load_error(str(path))
+        assert f"{link} is a symbolic link of uid 65534" in error.message
+        assert error.reason == "untrusted_policy"
+
     @pytest.mark.skipif(IS_ROOT, reason="root reads any file")
     def test_unreadable_policy_is_78(self, machine: Path, user: Path) -> None:
         """A user policy that cannot be read stops with 78 instead of being skipped."""
