@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KEYS",
+    "apply_machine_floor",
     "MACHINE_POLICY_PATH",
     "MACHINE_OWNER_UIDS",
     "POLICY_ENV",
@@ -649,6 +650,42 @@ def merge(layers: list[tuple[Location, dict[str, Any]]]) -> Policy:
         audit_log=values.get("audit_log"),
         audit_stderr=values.get("audit_stderr", defaults.audit_stderr),
         sources=tuple(where.path for where, _ in layers),
+        origins=origins,
+    )
+
+
+def apply_machine_floor(policy: Policy) -> Policy:
+    """Raise a policy that a program built itself to the machine floor, if it is below it.
+
+    Only the machine policy is read, with the usual trust checks; when it does not
+    exist this costs one failed ``lstat``. The raised policy records the mode asked
+    for (origin ``caller`` unless the policy names one) and lists the machine policy
+    among its sources. A policy at or above the floor is returned as it is.
+
+    Args:
+        policy: The policy a caller passed, for instance to :class:`ledger.Ledger`.
+
+    Raises:
+        PolicyError: The machine policy cannot be read, is not trusted or is not valid.
+    """
+    where = Location("machine", machine_policy_path())
+    data = read_policy(where)
+    if data is None:
+        return policy
+    floor: Optional[str] = parse_policy(data, where).get("minimum_mode")
+    if floor is None or mode_rank(policy.mode) >= mode_rank(floor):
+        return policy
+
+    origins = dict(policy.origins)
+    if policy.requested_mode is None:
+        origins["requested_mode"] = origins.get("mode", "caller")
+    origins["mode"] = origins["minimum_mode"] = where.path
+    sources = policy.sources if where.path in policy.sources else (where.path,) + policy.sources
+    return policy._replace(
+        mode=floor,
+        minimum_mode=floor,
+        requested_mode=policy.requested_mode or policy.mode,
+        sources=sources,
         origins=origins,
     )
 

@@ -227,6 +227,75 @@ class TestFloor:
         assert str(machine) in error.message and "minimum_mode" in error.message
 
 
+class TestApplyMachineFloor:
+    """apply_machine_floor(): the floor for a Policy that a program built itself."""
+
+    def test_a_built_policy_below_the_floor_is_raised(self, machine: Path) -> None:
+        """Policy(mode="legacy") under a secure floor becomes secure, recording the request."""
+        from ledger.policy import Policy
+
+        write(machine, 'minimum_mode = "secure"\n')
+        built = Policy(mode="legacy", lock_timeout=2.0, sources=("/app/own.toml",))
+        policy = _policy_load.apply_machine_floor(built)
+        assert (policy.mode, policy.requested_mode, policy.minimum_mode) == (
+            "secure", "legacy", "secure")
+        assert policy.raised and policy.lock_timeout == 2.0
+        assert policy.sources == (str(machine), "/app/own.toml")
+        assert policy.origins["mode"] == str(machine)
+        assert policy.origins["requested_mode"] == "caller"
+        assert built.mode == "legacy"
+
+    def test_a_policy_at_or_above_the_floor_is_returned_unchanged(self, machine: Path) -> None:
+        """At or above the floor, and with no floor at all, the very same object comes back."""
+        from ledger.policy import Policy
+
+        write(machine, 'mode = "strict"\nminimum_mode = "secure"\n')
+        for mode in ("secure", "strict"):
+            built = Policy(mode=mode)
+            assert _policy_load.apply_machine_floor(built) is built
+        write(machine, 'mode = "strict"\n')
+        built = Policy(mode="legacy")
+        assert _policy_load.apply_machine_floor(built) is built
+
+    def test_a_loaded_policy_passes_through(self, machine: Path, user: Path) -> None:
+        """A policy from load_policy already honours the floor, so it is returned as it is."""
+        write(machine, 'minimum_mode = "secure"\n')
+        write(user, 'mode = "legacy"\n')
+        loaded = load_policy()
+        assert _policy_load.apply_machine_floor(loaded) is loaded
+
+    @POSIX
+    def test_an_untrusted_machine_policy_is_78(self, machine: Path) -> None:
+        """A machine policy that may not be trusted stops the caller too; it is never skipped."""
+        from ledger.policy import Policy
+
+        write(machine, 'minimum_mode = "secure"\n', 0o666)
+        with pytest.raises(PolicyError) as caught:
+            _policy_load.apply_machine_floor(Policy(mode="legacy"))
+        assert caught.value.exit_code == 78 and str(machine) in caught.value.message
+
+    def test_no_machine_policy_costs_one_stat(
+        self, machine: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without a machine policy the function makes one failed stat and opens nothing."""
+        from ledger.policy import Policy
+
+        calls: list[str] = []
+        built = Policy(mode="legacy")
+        with monkeypatch.context() as patch:
+            for name in ("stat", "lstat", "open"):
+                real = getattr(os, name)
+
+                def spy(*args: object, _real: object = real, _name: str = name,
+                        **kwargs: object) -> object:
+                    calls.append(_name)
+                    return _real(*args, **kwargs)  # type: ignore[operator]
+
+                patch.setattr(os, name, spy)
+            assert _policy_load.apply_machine_floor(built) is built
+        assert calls == ["lstat"]
+
+
 INVALID = [
     ("syntax", 'mode = "secure"\nlock_timeout = \n', ["line 2", "TOML syntax error"]),
     ("unknown key", 'mode = "secure"\ncolour = "blue"\n', ["line 2", "'colour'", "the keys are"]),
