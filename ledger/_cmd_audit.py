@@ -6,26 +6,31 @@ a protection (legacy mode, for one), refusals and errors with their reasons, and
 the writes whose mode a machine floor raised. Lines that are not audit events are
 counted and shown, never fatal. Without FILE it reads the configured audit file
 and its rotated siblings; a FILE may be a folder of collected audit files, and
-``.gz`` files are read too.
+``.gz`` files are read too. Only regular files are read (a FIFO or device named as
+FILE is refused before a byte is read), and at most :data:`MAX_READ` bytes of each.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import re
+import stat
+import sys
 import zlib
 from collections import Counter
 from typing import IO, Any, Iterator, Optional, TextIO, cast
 
-from .errors import EXIT_OK, LedgerIOError, UsageError
+from .errors import EXIT_OK, LedgerIOError, UnsafePathError, UsageError
 
 __all__ = ["run", "summarise", "parse_since", "parse_time", "audit_files_in"]
 
 MAX_LINE = 64 * 1024
 MAX_DEPTH = 64
+MAX_READ = 4 * 1024**3
 SAMPLES_JSON = 100
 SAMPLES_TABLE = 20
 _UTC = datetime.timezone.utc
@@ -115,28 +120,81 @@ def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
     return rotated_paths(configured), configured
 
 
-def _open(path: str) -> IO[bytes]:
+def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
+    """Open an audit file to read, closed with ``stack``; only a regular file or our own stdin.
+
+    The file is opened without waiting (``O_NONBLOCK``), so a FIFO with no writer
+    does not hang the command, and is checked on the descriptor before a byte is read.
+
+    Raises:
+        UnsafePathError: It is a FIFO, device, folder or socket (77).
+        OSError: It cannot be opened.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) and not _is_stdin(st):
+            raise UnsafePathError(
+                f"Refusing to read {path}: it is not a regular file but {_kind(st.st_mode)}. "
+                "Name audit files, or folders of them, and run the command again.",
+                path=path,
+                reason="not_regular_file",
+            )
+        if sys.platform != "win32":
+            os.set_blocking(fd, True)
+        handle: IO[bytes] = stack.enter_context(os.fdopen(fd, "rb"))
+    except BaseException:
+        os.close(fd)
+        raise
     if path.endswith(".gz"):
         import gzip
 
-        return cast("IO[bytes]", gzip.open(path, "rb"))
-    return open(path, "rb")
+        return cast("IO[bytes]", stack.enter_context(gzip.GzipFile(fileobj=handle, mode="rb")))
+    return handle
 
 
-def _lines(handle: IO[bytes]) -> Iterator[tuple[int, Optional[bytes]]]:
-    """Yield ``(number, line)``; a line longer than :data:`MAX_LINE` comes as ``None``."""
-    number = 0
+def _is_stdin(st: os.stat_result) -> bool:
+    """Tell whether ``st`` is this process's standard input (``/dev/stdin`` on a pipe)."""
+    try:
+        own = os.fstat(0)
+    except OSError:
+        return False
+    return st.st_ino != 0 and (own.st_dev, own.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISDIR, "a folder"))
+    return next((word for test, word in kinds if test(mode)), "not a file")
+
+
+def _lines(handle: IO[bytes], limit: int) -> Iterator[tuple[int, Optional[bytes], str]]:
+    """Yield ``(number, line, problem)``; a line longer than :data:`MAX_LINE` comes as ``None``.
+
+    At most about ``limit`` bytes are read (after decompression); if more follow,
+    the last item says so instead of a line.
+    """
+    number = read = 0
     while True:
+        if read >= limit:
+            if handle.read(1):
+                yield number + 1, None, (f"the rest of the file was not read: only the first "
+                                         f"{limit} bytes of a file are read")
+            return
         line = handle.readline(MAX_LINE + 1)
         if not line:
             return
+        read += len(line)
         number += 1
         if len(line) > MAX_LINE and not line.endswith(b"\n"):
-            while line and not line.endswith(b"\n"):
+            while line and not line.endswith(b"\n") and read < limit:
                 line = handle.readline(MAX_LINE)
-            yield number, None
+                read += len(line)
+            yield number, None, f"longer than {MAX_LINE} bytes"
             continue
-        yield number, line
+        yield number, line, ""
 
 
 # Counting.
@@ -258,29 +316,32 @@ def _entries(path: str) -> Iterator[tuple[int, Optional[dict[str, Any]], str, st
     """Yield ``(line number, event or None, problem, text)`` for each non-blank line.
 
     Raises:
+        UnsafePathError: The path is not a regular file (a FIFO, a device...).
         LedgerIOError: The file cannot be opened.
     """
-    try:
-        handle = _open(path)
-    except OSError as exc:
-        raise LedgerIOError(
-            f"Could not read the audit file {path}: {exc.strerror or exc}. "
-            "Check the path and run the command again.",
-            path=path,
-        ) from exc
-    with handle:
-        lines = _lines(handle)
+    with contextlib.ExitStack() as stack:
+        try:
+            handle = _open(path, stack)
+        except UnsafePathError:
+            raise
+        except OSError as exc:
+            raise LedgerIOError(
+                f"Could not read the audit file {path}: {exc.strerror or exc}. "
+                "Check the path and run the command again.",
+                path=path,
+            ) from exc
+        lines = _lines(handle, MAX_READ)
         number = 0
         while True:
             try:
-                number, raw = next(lines)
+                number, raw, problem = next(lines)
             except StopIteration:
                 return
             except (OSError, EOFError, zlib.error) as exc:
                 yield number + 1, None, f"the rest of the file cannot be read ({exc})", ""
                 return
             if raw is None:
-                yield number, None, f"longer than {MAX_LINE} bytes", ""
+                yield number, None, problem, ""
             elif raw.strip():
                 event, problem = _decode(raw)
                 yield number, event, problem, raw.decode("utf-8", "replace").strip()[:120]
@@ -290,6 +351,7 @@ def summarise(paths: list[str], since: Optional[datetime.datetime] = None) -> di
     """Read audit files and return the summary that ``--json`` prints.
 
     Raises:
+        UnsafePathError: A path is not a regular file (a FIFO, a device...).
         LedgerIOError: A file cannot be opened.
     """
     totals = _Group()

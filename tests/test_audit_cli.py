@@ -425,3 +425,73 @@ def test_a_corrupt_gzip_file_counts_its_unreadable_rest(tmp_path: Path) -> None:
                        "malformed": 0}
     [sample] = result["malformed"]["samples"]
     assert sample["problem"].startswith("the rest of the file cannot be read")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_named_or_collected_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A FIFO named as FILE is refused (77) at once, with no writer on its other end; one in a
+    folder of collected files is left out."""
+    fifo = tmp_path / "audit.jsonl"
+    os.mkfifo(fifo)
+    done = run_cli("audit", str(fifo), timeout=30)
+    assert done.returncode == 77 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert str(fifo) in done.stderr and "not a regular file" in done.stderr
+
+    folder = tmp_path / "collected"
+    write_lines(folder / "audit.jsonl", event())
+    os.mkfifo(folder / "audit.jsonl.1")
+    result = summary(str(folder))
+    assert [f["path"] for f in result["files"]] == [str(folder / "audit.jsonl")]
+    assert result["writes"] == 1
+
+
+@posix_only
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/null"])
+def test_a_device_named_as_file_is_refused(device: str) -> None:
+    """A character device named as FILE is refused (77) before anything is read from it."""
+    # Standard input is a pipe here: the device is not the command's own stdin.
+    done = run_cli("audit", device, input="", timeout=30)
+    assert done.returncode == 77 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert device in done.stderr and "not a regular file" in done.stderr
+
+
+@posix_only
+@pytest.mark.skipif(not os.path.exists("/dev/stdin"), reason="no /dev/stdin")
+def test_standard_input_named_as_dev_stdin_is_read(tmp_path: Path) -> None:
+    """``... | ledgerctl audit /dev/stdin`` reads the pipe it was given, as the docs show."""
+    lines = json.dumps(event()) + "\n" + "a journal line that is not an event\n"
+    done = run_cli("audit", "--json", "/dev/stdin", input=lines, timeout=30)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["writes"] == 1 and result["malformed"]["lines"] == 1
+
+
+def test_reading_stops_at_the_bound_of_each_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each file, plain or decompressed, is read up to MAX_READ bytes; the unread rest is one
+    malformed entry, so an endless or inflating file cannot hold the command."""
+    from ledger import _cmd_audit
+
+    monkeypatch.setattr(_cmd_audit, "MAX_READ", 4000)
+    line = json.dumps(event()).encode() + b"\n"
+    plain = tmp_path / "audit.jsonl"
+    plain.write_bytes(line * 50)
+    packed = tmp_path / "audit.jsonl.1.gz"
+    packed.write_bytes(gzip.compress(line * 50))
+    exact = tmp_path / "exact.jsonl"
+    exact.write_bytes(line * (4000 // len(line)))
+    zeros = tmp_path / "zeros.jsonl.gz"
+    zeros.write_bytes(gzip.compress(b"\0" * 1_000_000))
+
+    result = _cmd_audit.summarise([str(plain), str(packed), str(exact), str(zeros)])
+    read = -(-4000 // len(line))
+    assert [(f["lines"], f["writes"], f["malformed"]) for f in result["files"]] == [
+        (read + 1, read, 1), (read + 1, read, 1), (4000 // len(line), 4000 // len(line), 0),
+        (2, 0, 2)]
+    problems = [s["problem"] for s in result["malformed"]["samples"]]
+    assert problems == ["the rest of the file was not read: only the first 4000 bytes of a "
+                        "file are read"] * 2 + [f"longer than {_cmd_audit.MAX_LINE} bytes",
+                                                problems[0]]
