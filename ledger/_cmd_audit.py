@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import json
 import os
 import re
@@ -268,8 +269,17 @@ class _Group:
 
 def _word(value: Any) -> str:
     if isinstance(value, str) and value:
-        return value
+        return _clean(value)
     return "unknown" if value is None or value == "" else json.dumps(value)[:80]
+
+
+def _clean(text: str) -> str:
+    """Escape what UTF-8 cannot carry (lone surrogates, from JSON escapes or file names)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _list(value: Any) -> list[Any]:
@@ -369,20 +379,20 @@ def summarise(paths: list[str], since: Optional[datetime.datetime] = None) -> di
                 counts["malformed"] += 1
                 malformed_count += 1
                 if len(malformed) < SAMPLES_JSON:
-                    malformed.append({"file": path, "line": number, "problem": problem,
-                                      "text": text})
+                    malformed.append({"file": _clean(path), "line": number,
+                                      "problem": _clean(problem), "text": text})
                 continue
             when = parse_time(event["timestamp"]) or datetime.datetime.min.replace(tzinfo=_UTC)
             if since is not None and when < since:
                 before += 1
             elif event["event"] != "ledger.write":
-                other[event["event"]] += 1
+                other[_word(event["event"])] += 1
             else:
                 counts["writes"] += 1
                 key = (_word(event.get("host")), _word(event.get("ledger")))
                 groups.setdefault(key, _Group()).add(event, when)
                 totals.add(event, when)
-        files.append({"path": path, "lines": counts["lines"], "writes": counts["writes"],
+        files.append({"path": _clean(path), "lines": counts["lines"], "writes": counts["writes"],
                       "malformed": counts["malformed"]})
 
     return {
@@ -410,10 +420,17 @@ def _decode(raw: bytes) -> tuple[Optional[dict[str, Any]], str]:
 
 # Showing.
 
+def _shown(text: str) -> str:
+    """Escape what a terminal would act on or cannot show: controls, bidi marks, surrogates."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
 def _counts(counter: dict[str, int], none: str = "none") -> str:
     if not counter:
         return none
-    return ", ".join(f"{name} {count}" for name, count in
+    return ", ".join(f"{_shown(name)} {count}" for name, count in
                      sorted(counter.items(), key=lambda item: (-item[1], item[0])))
 
 
@@ -430,7 +447,8 @@ def _some(part: dict[str, Any]) -> str:
         return "0 writes"
     if set(names.values()) == {writes}:
         known = [name for name in PROTECTIONS if name in names]
-        return f"{_n(writes, 'write')}: " + ", ".join(known + sorted(set(names) - set(known)))
+        listed = known + sorted(set(names) - set(known))
+        return f"{_n(writes, 'write')}: " + ", ".join(_shown(name) for name in listed)
     return f"{_n(writes, 'write')}: {_counts(names)}"
 
 
@@ -446,13 +464,14 @@ def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> N
     files = summary["files"]
     if not files:
         if configured:
-            out.write(f"No audit file at {configured} yet: no write has been audited there.\n")
+            out.write(f"No audit file at {_shown(configured)} yet: no write has been audited "
+                      "there.\n")
         else:
             out.write("No audit files among the paths given.\n")
         return
     out.write(f"Audit files ({len(files)}):\n")
     for stats in files:
-        out.write(f"  {stats['path']}  {_n(stats['writes'], 'write')}, "
+        out.write(f"  {_shown(stats['path'])}  {_n(stats['writes'], 'write')}, "
                   f"{stats['malformed']} malformed of {_n(stats['lines'], 'line')}\n")
     if summary["since"]:
         out.write(f"Since {summary['since']}: {summary['before_since']} earlier events "
@@ -470,7 +489,7 @@ def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> N
 
     for group in summary["groups"]:
         flag = "!" if group["missed"]["writes"] else " "
-        out.write(f"\n{flag} host {group['host']}  ledger {group['ledger']}\n")
+        out.write(f"\n{flag} host {_shown(group['host'])}  ledger {_shown(group['ledger'])}\n")
         raised = group["raised_by_floor"]
         rows = [
             ("writes", f"{group['writes']} ({_counts(group['outcomes'])})"),
@@ -491,7 +510,7 @@ def _table(summary: dict[str, Any], out: TextIO, configured: Optional[str]) -> N
     if samples:
         out.write(f"\nMalformed lines ({summary['malformed']['lines']}):\n")
         for sample in samples[:SAMPLES_TABLE]:
-            out.write(f"  {sample['file']}:{sample['line']}  {sample['problem']}: "
+            out.write(f"  {_shown(sample['file'])}:{sample['line']}  {_shown(sample['problem'])}: "
                       f"{json.dumps(sample['text'], ensure_ascii=True)[:100]}\n")
         if summary["malformed"]["lines"] > SAMPLES_TABLE:
             out.write(f"  ... and {summary['malformed']['lines'] - SAMPLES_TABLE} more "
@@ -504,7 +523,18 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     paths, configured = _files(args)
     summary = summarise(paths, since)
     if args.json:
-        out.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
     else:
-        _table(summary, out, configured)
+        buffer = io.StringIO()
+        _table(summary, buffer, configured)
+        text = buffer.getvalue()
+    try:
+        out.write(text)
+    except UnicodeEncodeError:
+        # An output that cannot carry some text (a narrow code page): write it escaped.
+        if args.json:
+            out.write(json.dumps(summary, indent=2) + "\n")
+        else:
+            encoding = getattr(out, "encoding", None) or "ascii"
+            out.write(text.encode(encoding, "backslashreplace").decode(encoding))
     return EXIT_OK

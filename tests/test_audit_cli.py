@@ -495,3 +495,33 @@ def test_reading_stops_at_the_bound_of_each_file(
     assert problems == ["the rest of the file was not read: only the first 4000 bytes of a "
                         "file are read"] * 2 + [f"longer than {_cmd_audit.MAX_LINE} bytes",
                                                 problems[0]]
+
+
+def test_hostile_text_in_fields_is_shown_escaped(tmp_path: Path) -> None:
+    """Lone surrogates, terminal escapes, carriage returns and bidi controls in logged values
+    neither crash the output nor reach the terminal raw; --json stays valid UTF-8 JSON."""
+    log = write_lines(
+        tmp_path / "audit.jsonl",
+        b'{"timestamp": "2026-01-01T00:00:00Z", "event": "ledger.write", "outcome": "ok",'
+        b' "host": "\\ud800x", "ledger": "/l\\u001b[2J\\rfake", "mode": "\\u202esecure"}',
+        b'{"timestamp": "2026-01-01T00:00:00Z", "event": "ledger.\\udfff", "x": 1}',
+        event(host="h\u00e9te"),
+    )
+    done = run_cli("audit", "--json", str(log))
+    assert done.returncode == 0 and done.stderr == ""
+    result = json.loads(done.stdout)
+    assert sorted(g["host"] for g in result["groups"]) == ["\\ud800x", "h\u00e9te"]
+    assert result["other_events"] == {"ledger.\\udfff": 1}
+
+    table = run_cli("audit", str(log))
+    assert table.returncode == 0 and table.stderr == ""
+    for raw in ("\x1b", "\r", "\u202e", "\ud800"):
+        assert raw not in table.stdout
+    assert "ledger /l\\x1b[2J\\rfake" in table.stdout and "\\u202esecure 1" in table.stdout
+
+    narrow = run_cli("audit", str(log), env={"PYTHONIOENCODING": "ascii"})
+    assert narrow.returncode == 0 and narrow.stderr == ""
+    assert "host h\\xe9te" in narrow.stdout
+    narrow_json = run_cli("audit", "--json", str(log), env={"PYTHONIOENCODING": "ascii"})
+    assert narrow_json.returncode == 0 and narrow_json.stderr == ""
+    assert json.loads(narrow_json.stdout)["groups"] == result["groups"]
