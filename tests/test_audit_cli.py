@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import LEDGERCTL, REPO, audit_events, default_audit_file, run_cli
 
@@ -525,3 +527,76 @@ def test_hostile_text_in_fields_is_shown_escaped(tmp_path: Path) -> None:
     narrow_json = run_cli("audit", "--json", str(log), env={"PYTHONIOENCODING": "ascii"})
     assert narrow_json.returncode == 0 and narrow_json.stderr == ""
     assert json.loads(narrow_json.stdout)["groups"] == result["groups"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**60), max_value=10**60)
+    | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=12,
+)
+FIELDS = ("timestamp", "event", "outcome", "reason", "ledger", "host", "mode", "requested_mode",
+          "raised_by_floor", "protections", "missing", "platform", "user")
+EXTREME = (datetime.datetime.max, datetime.datetime.min)
+OFFSETS = st.integers(min_value=-1439, max_value=1439).map(
+    lambda minutes: datetime.timezone(datetime.timedelta(minutes=minutes)))
+TIMES = (
+    st.builds(lambda when, zone: when.replace(tzinfo=zone).isoformat(),
+              st.datetimes() | st.sampled_from(EXTREME), OFFSETS)
+    | st.sampled_from(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00",
+                       "2026-01-01T00:00:00.1234567890Z", "2026-02-30T00:00:00Z", "", "Z"])
+)
+EVENTS = st.builds(
+    lambda changes, when: dict(event(timestamp=when), **changes),
+    st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES | st.text(max_size=8), max_size=4),
+    TIMES,
+)
+LINES = st.one_of(
+    EVENTS.map(lambda value: json.dumps(value).encode()),
+    JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+    st.binary(max_size=60),
+    st.integers(min_value=1, max_value=40_000).map(lambda depth: b"[" * depth + b"]" * depth),
+)
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(lines=st.lists(LINES, max_size=12),
+       since=st.none() | st.datetimes(timezones=st.just(datetime.timezone.utc)))
+def test_any_lines_are_counted_once_and_never_crash(
+    tmp_path: Path, lines: list[bytes], since: Optional[datetime.datetime]
+) -> None:
+    """Whatever the lines hold, the summary neither raises nor loses a line: every non-blank
+    line is a write, another event, one before --since or malformed; the counts agree; the
+    table and the JSON render as valid UTF-8, and the table has no unprintable character."""
+    import io
+
+    from ledger import _cmd_audit
+
+    log = tmp_path / "any.jsonl"
+    data = b"\n".join(lines) + b"\n"
+    log.write_bytes(data)
+    result = _cmd_audit.summarise([str(log)], since)
+
+    non_blank = sum(1 for piece in data.split(b"\n") if piece.strip() or len(piece) > 65536)
+    [stats] = result["files"]
+    assert stats["lines"] == non_blank
+    assert stats["lines"] == (result["writes"] + sum(result["other_events"].values())
+                              + result["before_since"] + result["malformed"]["lines"])
+    assert stats["writes"] == result["writes"] and stats["malformed"] == result["malformed"]["lines"]
+    totals = result["totals"]
+    assert totals["writes"] == result["writes"] == sum(g["writes"] for g in result["groups"])
+    for part in [totals] + result["groups"]:
+        outcomes = part["outcomes"]
+        for name in ("outcomes", "modes", "platforms", "users"):
+            assert sum(part[name].values()) == part["writes"]
+        assert sum(part["refusals"].values()) == outcomes.get("refused", 0)
+        assert sum(part["errors"].values()) == part["writes"] - outcomes.get("ok", 0) \
+            - outcomes.get("refused", 0)
+
+    json.dumps(result, ensure_ascii=False).encode("utf-8")
+    table = io.StringIO()
+    _cmd_audit._table(result, table, None)
+    table.getvalue().encode("utf-8")
+    assert all(char.isprintable() or char == "\n" for char in table.getvalue())
