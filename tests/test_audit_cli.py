@@ -584,7 +584,8 @@ def test_any_lines_are_counted_once_and_never_crash(
     assert stats["lines"] == non_blank
     assert stats["lines"] == (result["writes"] + sum(result["other_events"].values())
                               + result["before_since"] + result["malformed"]["lines"])
-    assert stats["writes"] == result["writes"] and stats["malformed"] == result["malformed"]["lines"]
+    assert (stats["writes"], stats["malformed"]) == (result["writes"],
+                                                     result["malformed"]["lines"])
     totals = result["totals"]
     assert totals["writes"] == result["writes"] == sum(g["writes"] for g in result["groups"])
     for part in [totals] + result["groups"]:
