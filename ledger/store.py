@@ -65,7 +65,8 @@ class Ledger:
 
     Args:
         path: The ledger file. Its folder is created (mode 0700) on the first write.
-        policy: The policy to obey; by default the machine's effective policy.
+        policy: The policy to obey; by default the machine's effective policy. A policy
+            given here is still raised to the machine policy's ``minimum_mode``.
         cap: Keep only the newest ``cap`` records (``None``: keep all).
         validate: Extra check for each record; returns a problem, or ``None`` if fine.
         audit: Write an audit event for every write attempt (the default).
@@ -93,7 +94,14 @@ class Ledger:
         if cap is not None and cap < 1:
             raise UsageError(f"The cap must be at least 1, not {cap}.", path=path)
         self.path = path
-        self.policy = policy if policy is not None else load_policy()
+        if policy is None:
+            policy = load_policy()
+        else:
+            # A policy built by the caller still obeys the machine's floor.
+            from ._policy_load import apply_machine_floor
+
+            policy = apply_machine_floor(policy)
+        self.policy = policy
         self.cap = cap
         self.validate = validate
         self.audit = audit

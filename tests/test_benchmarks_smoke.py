@@ -112,7 +112,7 @@ def test_smoke_breakdown_covers_start_up_imports_and_costs(smoke: dict[str, Any]
 # The lean paths read and write exactly as the plain ones.
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(),
-                    st.floats(allow_nan=False), st.sampled_from(["}\0{", "}", "{", ",", '"']))
+                    st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["}\0{", "}", "{", ",", '"']))
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3)
                       | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
 

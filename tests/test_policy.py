@@ -842,3 +842,20 @@ class TestHotPath:
                               capture_output=True, text=True, check=True)
         parser = "tomllib" if sys.version_info >= (3, 11) else "tomli"
         assert done.stdout == f"strict ['{parser}']\n"
+
+
+def test_a_ledger_built_with_its_own_policy_obeys_the_machine_floor(
+    machine: Path, tmp_path: Path
+) -> None:
+    """``Ledger(path, policy=Policy(mode="legacy"))`` under a secure floor writes with the lock."""
+    from ledger import Ledger
+    from ledger.policy import Policy
+
+    write(machine, 'minimum_mode = "secure"\n')
+    folder = tmp_path / "book"
+    folder.mkdir(mode=0o700)
+    book = Ledger(folder / "book.json", policy=Policy(mode="legacy"))
+    assert (book.policy.mode, book.policy.requested_mode) == ("secure", "legacy")
+    result = book.append({"n": 1})
+    assert result.mode == "secure"
+    assert result.protections["lock"] in ("fcntl.flock", "msvcrt.locking")
