@@ -492,12 +492,15 @@ class AuditTrail:
     def write_event(self, policy: Policy, fields: Mapping[str, Any]) -> None:
         """Write one ``ledger.write`` event; never raises into the caller.
 
-        A failure is reported as one line on stderr, and the write it describes
-        stands. When :meth:`require` has just refused the same file, the error
-        the caller gets already says so, and nothing more is printed.
+        A failure is reported as one line on stderr; it changes nothing about the
+        write the event describes (an ok write stands, a failed one stays failed).
+        When :meth:`require` has just refused the same file, the error the caller
+        gets already says so, and nothing more is printed.
         """
         path = "the audit file"
+        ok = False
         try:
+            ok = fields.get("outcome") == "ok"
             path = self.path_for(policy)
             event = self._event(policy, fields)
             with self._lock:
@@ -513,7 +516,7 @@ class AuditTrail:
             if opened is not None and not refused:
                 raise opened
         except Exception as exc:  # the audit must never break the caller's write
-            _complain(path, exc)
+            _complain(path, exc, ok)
 
     @staticmethod
     def _event(policy: Policy, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -560,13 +563,15 @@ def _why(exc: BaseException, path: str) -> str:
     return str(detail).rstrip(".")
 
 
-def _complain(path: str, exc: BaseException) -> None:
+def _complain(path: str, exc: BaseException, ok: bool) -> None:
+    """Say on stderr that the event was lost (or not rotated); claim the write only if it was ok."""
     if isinstance(exc, _RotationError):
         text = (f"ledger: the audit event was written, but {path} could not be rotated: "
                 f"{_why(exc.cause, path)}. Fix the audit file's folder.\n")
     else:
+        stands = "The ledger write stands; fix" if ok else "Fix"
         text = (f"ledger: could not write the audit event to {path}: {_why(exc, path)}. "
-                "The ledger write stands; fix the audit file or its folder.\n")
+                f"{stands} the audit file or its folder.\n")
     with contextlib.suppress(Exception):
         sys.stderr.write(text)
 

@@ -307,6 +307,31 @@ class TestAuditFileSafety:
         assert len(err) == 1 and "could not write the audit event" in err[0]
         assert "symbolic link" in err[0] and "write stands" in err[0]
 
+    @pytest.mark.parametrize("outcome", ["error", "refused"])
+    def test_unsafe_audit_file_after_a_failed_write_does_not_say_it_stands(
+        self, outcome: str, ledger_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """When the write itself failed, the stderr line about the lost event does not claim
+        that the write stands."""
+        real = tmp_path / "real"
+        real.mkdir(mode=0o700)
+        (tmp_path / "logs").symlink_to(real)
+        policy = Policy(audit_log=str(tmp_path / "logs" / "audit.jsonl"))
+        book = ledger_dir / "book.json"
+        if outcome == "error":
+            book.write_text("[{")
+            expected: type[Exception] = CorruptLedgerError
+        else:
+            book.symlink_to(tmp_path / "victim.json")
+            expected = UnsafePathError
+        with pytest.raises(expected):
+            ledger.Ledger(book, policy=policy).append({"n": 1})
+
+        assert list(real.iterdir()) == []
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and "could not write the audit event" in err[0]
+        assert "symbolic link" in err[0] and "stands" not in err[0]
+
     @posix_only
     @pytest.mark.parametrize("plant", ["symlink", "hardlink"])
     def test_linked_audit_file_is_not_written_through(
