@@ -135,7 +135,7 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
     fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) and not _is_stdin(st):
+        if not stat.S_ISREG(st.st_mode) and not _is_stdin(fd, st):
             raise UnsafePathError(
                 f"Refusing to read {path}: it is not a regular file but {_kind(st.st_mode)}. "
                 "Name audit files, or folders of them, and run the command again.",
@@ -155,8 +155,11 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
     return handle
 
 
-def _is_stdin(st: os.stat_result) -> bool:
+def _is_stdin(fd: int, st: os.stat_result) -> bool:
     """Tell whether ``st`` is this process's standard input (``/dev/stdin`` on a pipe)."""
+    if fd == 0:
+        # Standard input was closed, so descriptor 0 is the file just opened.
+        return False
     try:
         own = os.fstat(0)
     except OSError:

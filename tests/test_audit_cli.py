@@ -601,3 +601,15 @@ def test_any_lines_are_counted_once_and_never_crash(
     _cmd_audit._table(result, table, None)
     table.getvalue().encode("utf-8")
     assert all(char.isprintable() or char == "\n" for char in table.getvalue())
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+def test_a_fifo_is_refused_when_standard_input_is_closed(tmp_path: Path) -> None:
+    """With stdin closed the FIFO opens as descriptor 0; it is still not taken for stdin."""
+    fifo = tmp_path / "audit.jsonl"
+    os.mkfifo(fifo)
+    script = ("import os, sys; os.close(0); from ledger.cli import main; "
+              "sys.exit(main(['audit', sys.argv[1]]))")
+    done = subprocess.run([sys.executable, "-c", script, str(fifo)], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 77 and "not a regular file" in done.stderr
