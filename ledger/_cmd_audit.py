@@ -104,7 +104,15 @@ def audit_files_in(folder: str) -> list[str]:
 
     names = [name for name in os.listdir(folder) if _ROTATED.search(name)]
     paths = [os.path.join(folder, name) for name in sorted(names, key=order)]
-    return [path for path in paths if os.path.isfile(path)]
+    # Links are skipped: whoever can write the folder must not make us show other files.
+    return [path for path in paths if stat.S_ISREG(_lstat_mode(path))]
+
+
+def _lstat_mode(path: str) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
 
 
 def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:

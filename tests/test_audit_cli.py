@@ -613,3 +613,17 @@ def test_a_fifo_is_refused_when_standard_input_is_closed(tmp_path: Path) -> None
     done = subprocess.run([sys.executable, "-c", script, str(fifo)], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 77 and "not a regular file" in done.stderr
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX symbolic links")
+def test_links_in_a_folder_of_collected_files_are_not_followed(tmp_path: Path) -> None:
+    """A link planted among collected files is skipped: its target's lines are never shown."""
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:SECRET-HASH:19000:0:99999:7:::\n")
+    (folder / "audit.jsonl.9").symlink_to(secret)
+    (folder / "audit.jsonl").write_text("")
+    done = run_cli("audit", "--json", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "SECRET-HASH" not in done.stdout and "SECRET-HASH" not in done.stderr
