@@ -230,7 +230,7 @@ class Ledger:
     # Helpers.
 
     def _encode(self, records: Any) -> bytes:
-        """Check what a write is about to store, and encode it; refuse what could not be read back."""
+        """Check what a write is about to store and encode it, refusing what cannot be read back."""
         if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
             raise UsageError(
                 f"The new content of {self.path} must be a list of JSON objects; nothing was "
