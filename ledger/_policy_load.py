@@ -655,12 +655,14 @@ def merge(layers: list[tuple[Location, dict[str, Any]]]) -> Policy:
 
 
 def apply_machine_floor(policy: Policy) -> Policy:
-    """Raise a policy that a program built itself to the machine floor, if it is below it.
+    """Raise a policy that a program built itself to the machine's mode, if it is below it.
 
-    Only the machine policy is read, with the usual trust checks; when it does not
-    exist this costs one failed ``lstat``. The raised policy records the mode asked
-    for (origin ``caller`` unless the policy names one) and lists the machine policy
-    among its sources. A policy at or above the floor is returned as it is.
+    The machine's mode here is the stronger of the machine policy's ``mode`` and
+    ``minimum_mode``; a program's policy is never lowered by it. Only the machine
+    policy is read, with the usual trust checks; when it does not exist this costs one
+    failed ``lstat``. The raised policy records the mode asked for (origin ``caller``
+    unless the policy names one) and lists the machine policy among its sources. A
+    policy at or above the machine's mode is returned as it is.
 
     Args:
         policy: The policy a caller passed, for instance to :class:`ledger.Ledger`.
@@ -672,18 +674,24 @@ def apply_machine_floor(policy: Policy) -> Policy:
     data = read_policy(where)
     if data is None:
         return policy
-    floor: Optional[str] = parse_policy(data, where).get("minimum_mode")
-    if floor is None or mode_rank(policy.mode) >= mode_rank(floor):
+    settings = parse_policy(data, where)
+    asked = [mode for mode in (settings.get("mode"), settings.get("minimum_mode")) if mode]
+    if not asked:
+        return policy
+    floor: str = max(asked, key=mode_rank)
+    if mode_rank(policy.mode) >= mode_rank(floor):
         return policy
 
     origins = dict(policy.origins)
     if policy.requested_mode is None:
         origins["requested_mode"] = origins.get("mode", "caller")
-    origins["mode"] = origins["minimum_mode"] = where.path
+    origins["mode"] = where.path
+    if "minimum_mode" in settings:
+        origins["minimum_mode"] = where.path
     sources = policy.sources if where.path in policy.sources else (where.path,) + policy.sources
     return policy._replace(
         mode=floor,
-        minimum_mode=floor,
+        minimum_mode=settings.get("minimum_mode", policy.minimum_mode),
         requested_mode=policy.requested_mode or policy.mode,
         sources=sources,
         origins=origins,

@@ -246,16 +246,26 @@ class TestApplyMachineFloor:
         assert built.mode == "legacy"
 
     def test_a_policy_at_or_above_the_floor_is_returned_unchanged(self, machine: Path) -> None:
-        """At or above the floor, and with no floor at all, the very same object comes back."""
+        """At or above the machine's mode, the very same object comes back (never lowered)."""
         from ledger.policy import Policy
 
-        write(machine, 'mode = "strict"\nminimum_mode = "secure"\n')
+        write(machine, 'minimum_mode = "secure"\n')
         for mode in ("secure", "strict"):
             built = Policy(mode=mode)
             assert _policy_load.apply_machine_floor(built) is built
-        write(machine, 'mode = "strict"\n')
-        built = Policy(mode="legacy")
+        write(machine, 'mode = "secure"\n')
+        built = Policy(mode="strict")
         assert _policy_load.apply_machine_floor(built) is built
+
+    def test_the_machine_mode_binds_a_built_policy_too(self, machine: Path) -> None:
+        """A machine ``mode`` without ``minimum_mode`` still raises a weaker built policy."""
+        from ledger.policy import Policy
+
+        write(machine, 'mode = "strict"\n')
+        policy = _policy_load.apply_machine_floor(Policy(mode="legacy"))
+        assert (policy.mode, policy.requested_mode, policy.minimum_mode) == (
+            "strict", "legacy", None)
+        assert policy.origins["mode"] == str(machine)
 
     def test_a_loaded_policy_passes_through(self, machine: Path, user: Path) -> None:
         """A policy from load_policy already honours the floor, so it is returned as it is."""
