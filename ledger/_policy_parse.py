@@ -17,6 +17,7 @@ __all__ = ["KEYS", "KeySpec", "MAX_LOCK_TIMEOUT", "MAX_ESCALATION_CAP", "policy_
 
 MAX_LOCK_TIMEOUT = 600.0
 MAX_ESCALATION_CAP = 100_000
+MAX_LINE = 4096
 _TEXT_MODES = ", ".join(f'"{mode}"' for mode in reversed(MODES))
 
 
@@ -175,6 +176,11 @@ def policy_problems(data: bytes, kind: str) -> tuple[dict[str, Any], list[str]]:
         text = _decode(data)
     except UnicodeDecodeError as exc:
         return {}, [f"it is not UTF-8 text (byte {exc.start} cannot be decoded)"]
+    long_line = next((number for number, line in enumerate(text.splitlines(), 1)
+                      if len(line) > MAX_LINE), None)
+    if long_line is not None:
+        # Parsers slow down sharply on very long dotted keys; no setting needs such a line.
+        return {}, [f"line {long_line} is longer than {MAX_LINE} characters"]
     try:
         document = _toml_loads(text)
     except _toml_error_types() as exc:

@@ -276,6 +276,9 @@ class _Output:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``ledgerctl`` and return its exit code."""
+    if sys.stderr is None:
+        # Started with stderr closed: messages go nowhere, but the exit codes stay right.
+        sys.stderr = open(os.devnull, "w")
     args: Optional[argparse.Namespace] = None
     try:
         args = _hook_args(sys.argv[1:] if argv is None else argv)

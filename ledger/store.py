@@ -36,6 +36,8 @@ def _warn_legacy() -> None:
     if _legacy_warned:
         return
     _legacy_warned = True
+    if sys.stderr is None:  # started with stderr closed: nobody to warn, the write goes on
+        return
     sys.stderr.write(
         "ledger: legacy mode: there is no concurrency lock and no link checks; "
         "several users sharing one home is not supported.\n"
@@ -86,7 +88,9 @@ class Ledger:
         self.folder, self.name = os.path.split(path)
         if given.endswith(("/", os.sep)) or not self.name or self.name in (".", ".."):
             raise UsageError(f"{given} names a folder; give the ledger's file name.", path=path)
-        if self.name.endswith(".lock") or temp_owner(self.name) is not None:
+        # Compared as case-insensitive filesystems (and Windows' trailing dots) see names.
+        folded = self.name.rstrip(". ").casefold()
+        if folded.endswith(".lock") or temp_owner(self.name) is not None:
             raise UsageError(
                 f"{path} has the name of a ledger's lock or temp file; choose another name.",
                 path=path,

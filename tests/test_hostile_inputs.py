@@ -149,3 +149,44 @@ def test_output_that_cannot_be_written_is_reported_after_the_work_is_done(
                             preexec_fn=lambda: os.close(1))
     assert closed.returncode == 0, closed.stderr
     assert json.loads(path.read_text()) == [{"a": 1}, {"a": 2}]
+
+
+def test_errors_keep_their_exit_codes_with_stderr_closed(ledger_dir: Path) -> None:
+    """A hook runner that closes stderr still gets 65 for a corrupt ledger (not 1, "none")."""
+    path = _ledger_file(ledger_dir, "escalation-history.json", b"[{")
+    env = dict(os.environ, PF_ESCALATION_LEDGER_DIR=str(ledger_dir))
+    for args in (["lookup", "a"], ["replay_safe", "a"], ["record", "a", "b", "c", "declined", "r"]):
+        done = subprocess.run(LEDGERCTL + args, env=env, stdout=subprocess.PIPE,
+                              preexec_fn=(lambda: os.close(2)) if os.name != "nt" else None)
+        assert done.returncode == 65, args
+    assert path.read_bytes() == b"[{"
+
+
+@posix_only
+def test_legacy_write_with_stderr_closed_still_writes(ledger_dir: Path, tmp_path: Path) -> None:
+    """The legacy warning has nowhere to go with stderr closed; the write happens anyway."""
+    policy = tmp_path / "legacy.toml"
+    policy.write_text('mode = "legacy"\n')
+    policy.chmod(0o600)
+    done = subprocess.run(LEDGERCTL + ["--policy", str(policy), "append",
+                                       str(ledger_dir / "book.json"), '{"a": 1}'],
+                          stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2))
+    assert done.returncode == 0
+    assert json.loads((ledger_dir / "book.json").read_text()) == [{"a": 1}]
+
+
+@pytest.mark.parametrize("name", ["a.LOCK", "a.Lock.", "a.lock ", "A.LoCk.."])
+def test_lock_names_in_any_case_cannot_be_ledgers(ledger_dir: Path, name: str) -> None:
+    """On case-insensitive filesystems ``a.LOCK`` is ledger ``a``'s lock: refused everywhere."""
+    with pytest.raises(errors.UsageError):
+        ledger.Ledger(ledger_dir / name)
+
+
+def test_a_policy_with_a_huge_dotted_key_is_refused_quickly(tmp_path: Path) -> None:
+    """A 120 KB dotted key (quadratic for TOML parsers) is refused up front with 78."""
+    policy = tmp_path / "deep.toml"
+    policy.write_text("a" + ".a" * 60000 + " = 1\n")
+    policy.chmod(0o600)
+    done = run_cli("--policy", str(policy), "show", str(tmp_path / "x.json"), timeout=20)
+    assert done.returncode == 78
+    assert "longer than" in done.stderr and str(policy) in done.stderr
