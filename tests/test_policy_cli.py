@@ -223,7 +223,7 @@ class TestCheck:
         self, machine: Path, tmp_path: Path
     ) -> None:
         """check, show and a write each give 78 naming a deeply nested file, never a traceback."""
-        path = write(tmp_path / "deep.toml", "mode = " + "[" * 50000 + "]" * 50000 + "\n")
+        path = write(tmp_path / "deep.toml", "mode = " + "[\n" * 50000 + "]\n" * 50000)
         ledger_file = tmp_path / "book.json"
         for args in (["policy", "check", str(path)], ["--policy", str(path), "policy", "show"],
                      ["--policy", str(path), "append", str(ledger_file), "{}"]):
