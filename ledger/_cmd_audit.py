@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import errno
 import io
 import json
 import os
@@ -105,7 +106,12 @@ def audit_files_in(folder: str) -> list[str]:
     names = [name for name in os.listdir(folder) if _ROTATED.search(name)]
     paths = [os.path.join(folder, name) for name in sorted(names, key=order)]
     # Links are skipped: whoever can write the folder must not make us show other files.
-    return [path for path in paths if stat.S_ISREG(_lstat_mode(path))]
+    # The entries are opened without following links too, since a file can be swapped.
+    return [_FolderEntry(path) for path in paths if stat.S_ISREG(_lstat_mode(path))]
+
+
+class _FolderEntry(str):
+    """A path found in a folder of collected files (not named by the user): never followed."""
 
 
 def _lstat_mode(path: str) -> int:
@@ -140,9 +146,29 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
         OSError: It cannot be opened.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    found = isinstance(path, _FolderEntry)
+    if found:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        if found and exc.errno == errno.ELOOP:
+            raise UnsafePathError(
+                f"Refusing to read {path}: it became a link after the folder was listed. "
+                "Check who can write that folder, then run the command again.",
+                path=path,
+                reason="symlink",
+            ) from exc
+        raise
     try:
         st = os.fstat(fd)
+        if found and st.st_nlink != 1:
+            raise UnsafePathError(
+                f"Refusing to read {path}: it has {st.st_nlink} hard links, so it may be "
+                "another file. Check who can write that folder, then run the command again.",
+                path=path,
+                reason="hard_link",
+            )
         if not stat.S_ISREG(st.st_mode) and not _is_stdin(fd, st):
             raise UnsafePathError(
                 f"Refusing to read {path}: it is not a regular file but {_kind(st.st_mode)}. "

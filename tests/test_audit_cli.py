@@ -627,3 +627,35 @@ def test_links_in_a_folder_of_collected_files_are_not_followed(tmp_path: Path) -
     done = run_cli("audit", "--json", str(folder))
     assert done.returncode == 0, done.stderr
     assert "SECRET-HASH" not in done.stdout and "SECRET-HASH" not in done.stderr
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX links")
+def test_a_collected_file_swapped_for_a_link_after_listing_is_not_read(tmp_path: Path) -> None:
+    """The file listed is opened without following links: a swap after the listing is refused."""
+    from ledger import _cmd_audit
+    from ledger.errors import UnsafePathError
+
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-LINE\n")
+    (folder / "audit.jsonl").write_text("")
+    paths = _cmd_audit.audit_files_in(str(folder))
+    (folder / "audit.jsonl").unlink()
+    (folder / "audit.jsonl").symlink_to(secret)
+    with pytest.raises(UnsafePathError) as refused:
+        _cmd_audit.summarise(paths, None)
+    assert refused.value.reason == "symlink"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX hard links")
+def test_a_collected_file_with_a_second_hard_link_is_not_read(tmp_path: Path) -> None:
+    """A hard link planted among collected files (another file's inode) is refused unread."""
+    folder = tmp_path / "collected"
+    folder.mkdir()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-LINE\n")
+    os.link(secret, folder / "audit.jsonl.2")
+    done = run_cli("audit", "--json", str(folder))
+    assert done.returncode == 77, done.stderr
+    assert "SECRET-LINE" not in done.stdout + done.stderr
