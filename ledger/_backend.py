@@ -10,6 +10,7 @@ Backends: :mod:`ledger._posix` (Linux, macOS), :mod:`ledger._windows`, and
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Callable, ContextManager, Optional, Protocol
 
 if TYPE_CHECKING:
@@ -44,6 +45,41 @@ def temp_owner(entry: str) -> Optional[str]:
 def is_temp_of(entry: str, name: str) -> bool:
     """Tell whether folder entry ``entry`` is a temp file of ledger ``name``."""
     return temp_owner(entry) == name
+
+
+def wait_for_lock(
+    try_lock: Callable[[], bool],
+    path: str,
+    timeout: float,
+    read_holder: Callable[[], str],
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Call ``try_lock`` until it returns true, with a growing jittered pause, or time out.
+
+    Raises:
+        LockTimeoutError: The lock was not free within ``timeout`` seconds (75); the
+            message names the lock file and, where ``read_holder`` knows it, the holder.
+    """
+    deadline = monotonic() + timeout
+    delay = 0.001
+    while not try_lock():
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            from .errors import LockTimeoutError
+
+            holder = read_holder()
+            held = f" (held by {holder})" if holder else ""
+            raise LockTimeoutError(
+                f"The lock {path} was not free within {timeout:g} s{held}. "
+                "Try again later, or end the process that holds it.",
+                path=path,
+            )
+        import secrets  # only a writer that has to wait needs the jitter
+
+        sleep(min(delay, remaining) * (0.5 + secrets.randbelow(1000) / 1000))
+        delay = min(delay * 2, 0.05)
 
 
 def read_bounded(read: Callable[[int], bytes], path: str, max_bytes: int) -> bytes:

@@ -26,6 +26,7 @@ import zlib
 from collections import Counter
 from typing import IO, Any, Iterator, Optional, TextIO, cast
 
+from .audit import clean_text
 from .errors import EXIT_OK, LedgerIOError, UnsafePathError, UsageError
 
 __all__ = ["run", "summarise", "parse_since", "parse_time", "audit_files_in"]
@@ -306,17 +307,8 @@ class _Group:
 
 def _word(value: Any) -> str:
     if isinstance(value, str) and value:
-        return _clean(value)
+        return clean_text(value)
     return "unknown" if value is None or value == "" else json.dumps(value)[:80]
-
-
-def _clean(text: str) -> str:
-    """Escape what UTF-8 cannot carry (lone surrogates, from JSON escapes or file names)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def _list(value: Any) -> list[Any]:
@@ -416,8 +408,8 @@ def summarise(paths: list[str], since: Optional[datetime.datetime] = None) -> di
                 counts["malformed"] += 1
                 malformed_count += 1
                 if len(malformed) < SAMPLES_JSON:
-                    malformed.append({"file": _clean(path), "line": number,
-                                      "problem": _clean(problem), "text": text})
+                    malformed.append({"file": clean_text(path), "line": number,
+                                      "problem": clean_text(problem), "text": text})
                 continue
             when = parse_time(event["timestamp"]) or datetime.datetime.min.replace(tzinfo=_UTC)
             if since is not None and when < since:
@@ -429,7 +421,7 @@ def summarise(paths: list[str], since: Optional[datetime.datetime] = None) -> di
                 key = (_word(event.get("host")), _word(event.get("ledger")))
                 groups.setdefault(key, _Group()).add(event, when)
                 totals.add(event, when)
-        files.append({"path": _clean(path), "lines": counts["lines"], "writes": counts["writes"],
+        files.append({"path": clean_text(path), "lines": counts["lines"], "writes": counts["writes"],
                       "malformed": counts["malformed"]})
 
     return {

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Optional
 
 from . import _netfs
 from . import _refusals as refusals
-from ._backend import is_temp_of, read_bounded, temp_name
-from .errors import LedgerError, LedgerIOError, LockTimeoutError, UnsafePathError
+from ._backend import is_temp_of, read_bounded, temp_name, wait_for_lock
+from .errors import LedgerError, LedgerIOError, UnsafePathError
 from .protections import Report
 
 if sys.platform != "win32":
@@ -184,27 +184,14 @@ class PosixFolder:
 
     @staticmethod
     def _acquire(fd: int, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        delay = 0.001
-        while True:
+        def try_lock() -> bool:
             try:
                 _flock(fd, _LOCK_EX | _LOCK_NB)
-                return
             except BlockingIOError:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                holder = _read_holder(fd)
-                held = f" (held by {holder})" if holder else ""
-                raise LockTimeoutError(
-                    f"The lock {path} was not free within {timeout:g} s{held}. "
-                    "Try again later, or end the process that holds it.",
-                    path=path,
-                )
-            import secrets  # only a writer that has to wait needs the jitter
+                return False
+            return True
 
-            time.sleep(min(delay, remaining) * (0.5 + secrets.randbelow(1000) / 1000))
-            delay = min(delay * 2, 0.05)
+        wait_for_lock(try_lock, path, timeout, lambda: _read_holder(fd))
 
     def read(self, name: str, max_bytes: int) -> Optional[bytes]:
         path = self._join(name)

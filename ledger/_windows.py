@@ -23,9 +23,9 @@ from typing import Iterator, List, Optional
 
 from . import _refusals as refusals
 from . import _winapi as w
-from ._backend import is_temp_of, read_bounded, temp_name
+from ._backend import is_temp_of, read_bounded, temp_name, wait_for_lock
 from ._winapi import Ace, Api, FileInfo, WinApi, strip_extended_prefix, winerror_of
-from .errors import LedgerError, LedgerIOError, LockTimeoutError
+from .errors import LedgerError, LedgerIOError
 from .errors import UnsafePathError
 from .protections import Report
 
@@ -357,28 +357,20 @@ class WindowsFolder:
 
     def _acquire(self, fd: int, path: str, timeout: float) -> None:
         api = self.api
-        deadline = api.monotonic() + timeout
-        delay = 0.001
-        while True:
+
+        def try_lock() -> bool:
+            # The locked range starts at the file position: always lock byte 0.
             try:
                 api.lseek(fd, 0, os.SEEK_SET)
                 api.locking(fd, w.LK_NBLCK, _LOCK_BYTES)
-                return
             except PermissionError:
-                pass
+                return False
             except OSError as exc:
                 raise os_error(exc, path, "locking") from exc
-            remaining = deadline - api.monotonic()
-            if remaining <= 0:
-                holder = self._read_holder(fd)
-                held = f" (held by {holder})" if holder else ""
-                raise LockTimeoutError(
-                    f"The lock {path} was not free within {timeout:g} s{held}. "
-                    "Try again later, or end the process that holds it.",
-                    path=path,
-                )
-            api.sleep(min(delay, remaining) * (0.5 + secrets.randbelow(1000) / 1000))
-            delay = min(delay * 2, 0.05)
+            return True
+
+        wait_for_lock(try_lock, path, timeout, lambda: self._read_holder(fd),
+                      monotonic=api.monotonic, sleep=api.sleep)
 
     def _release(self, fd: int, path: str) -> None:
         # The unlock must name exactly the locked range, which starts at the file position.

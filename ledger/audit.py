@@ -38,6 +38,7 @@ __all__ = [
     "KEEP",
     "MAX_BYTES",
     "MAX_LINE_BYTES",
+    "clean_text",
     "default_audit_path",
     "plain",
     "rotated_paths",
@@ -108,12 +109,12 @@ def _text(value: Any) -> str:
         except Exception:  # a broken __str__ must not break the audit line
             continue
         if isinstance(text, str):
-            return _clean(text)
+            return clean_text(text)
     return f"<unprintable {type(value).__name__}>"
 
 
-def _clean(text: str) -> str:
-    """Escape what UTF-8 cannot encode (lone surrogates from undecodable paths)."""
+def clean_text(text: str) -> str:
+    """Escape what UTF-8 cannot encode (lone surrogates from undecodable paths or JSON)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -141,15 +142,15 @@ def _plain(value: Any, depth: int) -> Any:
         number = float.__float__(value)
         return number if math.isfinite(number) else str(number)
     if isinstance(value, str):
-        return _clean(str.__str__(value))
+        return clean_text(str.__str__(value))
     if isinstance(value, int):
         return bool(value) if isinstance(value, bool) else int.__int__(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _clean(bytes(value).decode("utf-8", "backslashreplace"))
+        return clean_text(bytes(value).decode("utf-8", "backslashreplace"))
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
         return _text(value.isoformat())
     if isinstance(value, os.PathLike):
-        return _clean(os.fsdecode(os.fspath(value)))
+        return clean_text(os.fsdecode(os.fspath(value)))
     if depth >= _MAX_DEPTH:
         return _text(value)
     if isinstance(value, Mapping):
@@ -162,7 +163,7 @@ def _plain(value: Any, depth: int) -> Any:
 
 
 def _key(key: Any) -> str:
-    return _clean(key) if isinstance(key, str) else _text(plain(key, _MAX_DEPTH))
+    return clean_text(key) if isinstance(key, str) else _text(plain(key, _MAX_DEPTH))
 
 
 def _shorten(value: Any, limit: int) -> Any:
