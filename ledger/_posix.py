@@ -257,12 +257,7 @@ class PosixFolder:
             if _O_NOFOLLOW:
                 self._report.apply("exclusive_temp", "O_CREAT|O_EXCL|O_NOFOLLOW")
             return tmp, fd
-        raise UnsafePathError(
-            f"Could not create a fresh temp file in {self.path}: every name tried was taken. "
-            "Something is planting files there; check the folder.",
-            path=self.path,
-            reason="temp_name_taken",
-        )
+        raise refusals.temp_names_taken(self.path)
 
     def remove_stale_temps(self, name: str) -> list[str]:
         removed = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .errors import CorruptLedgerError, UnsafePathError
 
-__all__ = ["link", "not_regular", "not_folder", "too_large"]
+__all__ = ["link", "not_regular", "not_folder", "temp_names_taken", "too_large"]
 
 
 def link(path: str, what: str, kind: str = "a symbolic link",
@@ -38,6 +38,16 @@ def not_folder(path: str) -> UnsafePathError:
         f"Refusing to use {path}: it is not a folder. Remove it or choose another ledger folder.",
         path=path,
         reason="not_a_folder",
+    )
+
+
+def temp_names_taken(folder: str) -> UnsafePathError:
+    """Every fresh temp name tried in ``folder`` was already taken."""
+    return UnsafePathError(
+        f"Could not create a fresh temp file in {folder}: every name tried was taken. "
+        "Something is planting files there; check the folder.",
+        path=folder,
+        reason="temp_name_taken",
     )
 
 

@@ -456,12 +456,7 @@ class WindowsFolder:
                 continue
             self._report.apply("exclusive_temp", TEMP_MECHANISM)
             return tmp, fd
-        raise UnsafePathError(
-            f"Could not create a fresh temp file in {self.path}: every name tried was taken. "
-            "Something is planting files there; check the folder.",
-            path=self.path,
-            reason="temp_name_taken",
-        )
+        raise refusals.temp_names_taken(self.path)
 
     def _move(self, tmp: str, path: str) -> None:
         """Put ``tmp`` in place of ``path``, retrying while another program blocks it."""
