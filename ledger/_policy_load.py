@@ -418,6 +418,12 @@ def _check_file(st: os.stat_result, where: Location) -> None:
             f"its group or other users may write to it (mode {stat.S_IMODE(st.st_mode):o})",
             f"Run 'chmod {_bits(where)} {where.path}' and try again.",
         )
+    if st.st_nlink != 1:
+        raise _refuse(
+            where,
+            f"it has {st.st_nlink} hard links, so it may be another user's file",
+            "Replace it with a plain copy of the policy.",
+        )
 
 
 def _windows_api() -> Api:

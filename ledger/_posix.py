@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 from . import _netfs
 from . import _refusals as refusals
 from ._backend import is_temp_of, read_bounded, temp_name, wait_for_lock
-from .errors import LedgerError, LedgerIOError, UnsafePathError
+from .errors import LedgerError, LedgerIOError, UnsafePathError, UsageError
 from .protections import Report
 
 if sys.platform != "win32":
@@ -63,6 +63,11 @@ _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
 
 def io_error(exc: OSError, path: str, doing: str) -> Exception:
     """Turn an ``OSError`` met while ``doing`` something to ``path`` into a ledger error."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return UsageError(
+            f"The name {path} is longer than this filesystem allows; choose a shorter one.",
+            path=path,
+        )
     if exc.errno in _PERMISSION_ERRNOS:
         return UnsafePathError(
             f"Permission denied while {doing} {path}. "

@@ -190,3 +190,25 @@ def test_a_policy_with_a_huge_dotted_key_is_refused_quickly(tmp_path: Path) -> N
     done = run_cli("--policy", str(policy), "show", str(tmp_path / "x.json"), timeout=20)
     assert done.returncode == 78
     assert "longer than" in done.stderr and str(policy) in done.stderr
+
+
+@posix_only
+def test_a_ledger_name_longer_than_the_filesystem_allows_is_a_usage_error(
+    ledger_dir: Path,
+) -> None:
+    """A 300-byte file name is wrong usage (64), not a disk problem (74)."""
+    done = run_cli("append", str(ledger_dir / ("n" * 300)), "{}")
+    assert done.returncode == 64, done.stderr
+    assert "shorter" in done.stderr
+
+
+@posix_only
+def test_a_policy_file_with_a_second_hard_link_is_refused(tmp_path: Path) -> None:
+    """A policy that is a hard link (maybe to another user's file) is refused with 78."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text('mode = "legacy"\n')
+    policy.chmod(0o600)
+    os.link(policy, tmp_path / "other.toml")
+    done = run_cli("--policy", str(policy), "show", str(tmp_path / "x.json"))
+    assert done.returncode == 78
+    assert "hard links" in done.stderr
