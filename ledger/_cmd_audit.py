@@ -421,8 +421,8 @@ def summarise(paths: list[str], since: Optional[datetime.datetime] = None) -> di
                 key = (_word(event.get("host")), _word(event.get("ledger")))
                 groups.setdefault(key, _Group()).add(event, when)
                 totals.add(event, when)
-        files.append({"path": clean_text(path), "lines": counts["lines"], "writes": counts["writes"],
-                      "malformed": counts["malformed"]})
+        files.append({"path": clean_text(path), "lines": counts["lines"],
+                      "writes": counts["writes"], "malformed": counts["malformed"]})
 
     return {
         "files": files,
