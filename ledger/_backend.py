@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 _TEMP_SUFFIX = ".tmp"
 _TEMP_RANDOM_BYTES = 6
 
+#: How often a folder that vanished between being made and being opened is tried again.
+FOLDER_ATTEMPTS = 16
+
 
 def temp_name(name: str) -> str:
     """Return a fresh temp file name for ledger ``name``: ``.<name>.<pid>.<12 hex>.tmp``."""

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from . import _netfs
 from . import _refusals as refusals
-from ._backend import is_temp_of, read_bounded, temp_name, wait_for_lock
+from ._backend import FOLDER_ATTEMPTS, is_temp_of, read_bounded, temp_name, wait_for_lock
 from .errors import LedgerError, LedgerIOError, UnsafePathError, UsageError
 from .protections import Report
 
@@ -443,14 +443,9 @@ class PosixBackend:
     def _step(parent_fd: int, part: str, here: str, *, create: bool, final: bool) -> int:
         """Open folder ``part`` below ``parent_fd``, and check it if it is an ancestor."""
         try:
-            try:
-                fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
-            except FileNotFoundError:
-                if not create:
-                    raise
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(part, 0o700, dir_fd=parent_fd)
-                fd = os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
+            fd = PosixBackend._open_or_make(parent_fd, part, here, create=create)
+        except LedgerError:
+            raise
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 if os.path.islink(here) or exc.errno == errno.ELOOP:
@@ -466,3 +461,20 @@ class PosixBackend:
                 os.close(fd)
                 raise
         return fd
+
+    @staticmethod
+    def _open_or_make(parent_fd: int, part: str, here: str, *, create: bool) -> int:
+        """Open folder ``part``, making it first if it is missing and ``create`` is set.
+
+        In a shared folder someone else may make and remove the same name between our
+        ``mkdir`` and ``open``; each such loss is retried, a few times, then refused.
+        """
+        for _ in range(FOLDER_ATTEMPTS):
+            try:
+                return os.open(part, _DIR_FLAGS, dir_fd=parent_fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=parent_fd)
+        raise refusals.folder_churning(here)

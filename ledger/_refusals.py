@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .errors import CorruptLedgerError, UnsafePathError
 
-__all__ = ["link", "not_regular", "not_folder", "temp_names_taken", "too_large"]
+__all__ = [
+    "link", "not_regular", "not_folder", "folder_churning", "temp_names_taken", "too_large",
+]
 
 
 def link(path: str, what: str, kind: str = "a symbolic link",
@@ -38,6 +40,17 @@ def not_folder(path: str) -> UnsafePathError:
         f"Refusing to use {path}: it is not a folder. Remove it or choose another ledger folder.",
         path=path,
         reason="not_a_folder",
+    )
+
+
+def folder_churning(path: str) -> UnsafePathError:
+    """The folder at ``path`` kept vanishing between being made and being opened."""
+    return UnsafePathError(
+        f"Refusing to use {path}: the folder kept disappearing while it was being created, "
+        "so someone else is making and removing that name. Check the folder above it; "
+        "nothing was written.",
+        path=path,
+        reason="folder_churning",
     )
 
 

@@ -23,7 +23,7 @@ from typing import Iterator, List, Optional
 
 from . import _refusals as refusals
 from . import _winapi as w
-from ._backend import is_temp_of, read_bounded, temp_name, wait_for_lock
+from ._backend import FOLDER_ATTEMPTS, is_temp_of, read_bounded, temp_name, wait_for_lock
 from ._winapi import Ace, Api, FileInfo, WinApi, strip_extended_prefix, winerror_of
 from .errors import LedgerError, LedgerIOError
 from .errors import UnsafePathError
@@ -571,28 +571,7 @@ class WindowsBackend:
                   report: Report) -> tuple[int, str]:
         """Open folder ``here`` as a handle that pins it, and check that handle."""
         api = self.api
-        try:
-            attributes = api.file_attributes(here)
-        except OSError as exc:
-            raise os_error(exc, here, "checking the folder") from exc
-        if attributes is None:
-            if not create:
-                raise FileNotFoundError(errno.ENOENT, "No such folder", here)
-            try:
-                api.create_directory(here)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                raise os_error(exc, here, "creating the folder") from exc
-        elif not attributes & w.FILE_ATTRIBUTE_DIRECTORY:
-            raise refusals.not_folder(here)
-
-        try:
-            handle = api.create_file(here, _DIR_ACCESS, _DIR_SHARE, w.OPEN_EXISTING, _DIR_FLAGS)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise os_error(exc, here, "opening the folder") from exc
+        handle = self._open_or_make(here, create=create)
         try:
             info = api.file_info(handle)
             if info.attributes & w.FILE_ATTRIBUTE_REPARSE_POINT:
@@ -612,6 +591,39 @@ class WindowsBackend:
                 raise os_error(exc, here, "checking the folder") from exc
             raise
         return handle, final
+
+    def _open_or_make(self, here: str, *, create: bool) -> int:
+        """Open folder ``here`` as a handle, making it first if it is missing and ``create``.
+
+        Someone else may make and remove the same name between our create and open; each
+        such loss is retried, a few times, then refused.
+        """
+        api = self.api
+        for _ in range(FOLDER_ATTEMPTS):
+            try:
+                attributes = api.file_attributes(here)
+            except OSError as exc:
+                raise os_error(exc, here, "checking the folder") from exc
+            if attributes is None:
+                if not create:
+                    raise FileNotFoundError(errno.ENOENT, "No such folder", here)
+                try:
+                    api.create_directory(here)
+                except FileExistsError:
+                    pass
+                except OSError as exc:
+                    raise os_error(exc, here, "creating the folder") from exc
+            elif not attributes & w.FILE_ATTRIBUTE_DIRECTORY:
+                raise refusals.not_folder(here)
+            try:
+                return api.create_file(here, _DIR_ACCESS, _DIR_SHARE, w.OPEN_EXISTING,
+                                       _DIR_FLAGS)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            except OSError as exc:
+                raise os_error(exc, here, "opening the folder") from exc
+        raise refusals.folder_churning(here)
 
     def _check_security(self, handle: int, path: str, report: Report) -> Optional[_Trust]:
         if not self.api.supports("security"):

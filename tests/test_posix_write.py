@@ -147,6 +147,51 @@ def test_missing_folder_is_created_private(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == [{"k": 1}]
 
 
+def _vanishing_mkdir(monkeypatch: pytest.MonkeyPatch, times: int) -> list[str]:
+    """Make ``os.mkdir`` of ``new`` lose ``times`` races: another process made the name and
+    removed it again, so mkdir says it exists and the open that follows finds nothing."""
+    real = os.mkdir
+    lost: list[str] = []
+
+    def mkdir(path: str, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        if path == "new" and len(lost) < times:
+            lost.append(path)
+            raise FileExistsError(17, "File exists", path)
+        real(path, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    return lost
+
+
+def test_a_folder_made_and_removed_by_someone_else_is_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Losing the race for a new folder's name a few times still ends in a good write."""
+    from ledger import Ledger
+
+    lost = _vanishing_mkdir(monkeypatch, times=3)
+    result = Ledger(tmp_path / "new" / "book.json").append({"k": 1})
+
+    assert lost == ["new"] * 3
+    assert result.protections["folder_check"]
+    assert json.loads((tmp_path / "new" / "book.json").read_text()) == [{"k": 1}]
+
+
+def test_a_folder_that_keeps_vanishing_is_refused_not_an_io_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name someone keeps making and removing is refused (77) with the folder named."""
+    from ledger import Ledger
+    from ledger.errors import UnsafePathError
+
+    _vanishing_mkdir(monkeypatch, times=10_000)
+    with pytest.raises(UnsafePathError) as caught:
+        Ledger(tmp_path / "new" / "book.json").append({"k": 1})
+
+    assert caught.value.exit_code == 77
+    assert caught.value.reason == "folder_churning"
+    assert str(tmp_path / "new") in caught.value.message
+    assert not (tmp_path / "new").exists()
+
+
 CORRUPT = {
     "truncated": b'[\n  {"k": 1},\n  {"k": ',
     "not an array": b'{"k": 1}',

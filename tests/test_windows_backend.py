@@ -172,6 +172,33 @@ def test_missing_security_calls_are_missing_in_secure_and_refused_in_strict(
     assert not (folder / "strict.json").exists()
 
 
+def test_a_folder_made_and_removed_by_someone_else_is_retried_then_refused(
+        fake: FakeWinApi, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CreateDirectoryW says the name exists, yet the open finds nothing (another process
+    made and removed it): a few such losses are retried; endless ones are refused, 77."""
+    real = fake.create_directory
+    lost: List[str] = []
+
+    def create_directory(path: str) -> None:
+        if len(lost) < budget[0]:
+            lost.append(path)
+            raise w.win_error(w.ERROR_ALREADY_EXISTS, path)
+        real(path)
+
+    budget = [3]
+    monkeypatch.setattr(fake, "create_directory", create_directory)
+    _ledger(folder / "new" / "book.json").append({"n": 1})
+    assert lost == [str(folder / "new")] * 3
+    assert json.loads((folder / "new" / "book.json").read_text()) == [{"n": 1}]
+
+    budget[0] = 10_000
+    with pytest.raises(UnsafePathError) as refused:
+        _ledger(folder / "other" / "book.json").append({"n": 1})
+    assert refused.value.exit_code == 77
+    assert refused.value.reason == "folder_churning"
+    assert not (folder / "other").exists()
+
+
 # Concurrency and the lock.
 
 
