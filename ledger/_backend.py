@@ -58,14 +58,19 @@ def wait_for_lock(
     *,
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: Optional[float] = None,
 ) -> None:
     """Call ``try_lock`` until it returns true, with a growing jittered pause, or time out.
+
+    ``deadline`` (on the ``monotonic`` clock) ends the wait earlier than ``timeout`` from
+    now, for a caller that already waited part of its ``timeout``.
 
     Raises:
         LockTimeoutError: The lock was not free within ``timeout`` seconds (75); the
             message names the lock file and, where ``read_holder`` knows it, the holder.
     """
-    deadline = monotonic() + timeout
+    if deadline is None:
+        deadline = monotonic() + timeout
     delay = 0.001
     while not try_lock():
         remaining = deadline - monotonic()

@@ -57,6 +57,7 @@ _O_NONBLOCK: int = getattr(os, "O_NONBLOCK", 0)
 
 _DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
 _TEMP_ATTEMPTS = 16
+_LOCK_ATTEMPTS = 16
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
 _PERMISSION_ERRNOS = {errno.EACCES, errno.EPERM}
 
@@ -169,15 +170,8 @@ class PosixFolder:
 
     @contextlib.contextmanager
     def lock(self, name: str, timeout: float) -> Iterator[None]:
-        path = self._join(name)
+        fd = self._lock_current(name, timeout)
         try:
-            fd = self._open_checked(name, os.O_RDWR | os.O_CREAT)
-        except LedgerError:
-            raise
-        except OSError as exc:
-            raise io_error(exc, path, "opening the lock file") from exc
-        try:
-            self._acquire(fd, path, timeout)
             self._report.apply("lock", "fcntl.flock")
             _note_holder(fd)
             try:
@@ -187,8 +181,49 @@ class PosixFolder:
         finally:
             os.close(fd)
 
+    def _lock_current(self, name: str, timeout: float) -> int:
+        """Open and lock the lock file ``name``, and return its descriptor.
+
+        A lock file removed or replaced while we waited (by hand, say) no longer guards
+        anything: another writer may already hold a lock on the new file. So once the lock
+        is ours, the name must still lead to the file we locked; if not, start again.
+        """
+        path = self._join(name)
+        deadline = time.monotonic() + timeout
+        for _ in range(_LOCK_ATTEMPTS):
+            try:
+                fd = self._open_checked(name, os.O_RDWR | os.O_CREAT)
+            except LedgerError:
+                raise
+            except OSError as exc:
+                raise io_error(exc, path, "opening the lock file") from exc
+            try:
+                self._acquire(fd, path, timeout, deadline)
+                if self._still_named(fd, name):
+                    return fd
+                _flock(fd, _LOCK_UN)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        raise UnsafePathError(
+            f"Refusing to use {path}: the lock file was removed or replaced each time it was "
+            "locked, so something keeps changing the folder. Check the folder; nothing was "
+            "written.",
+            path=path,
+            reason="lock_replaced",
+        )
+
+    def _still_named(self, fd: int, name: str) -> bool:
+        try:
+            named = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
     @staticmethod
-    def _acquire(fd: int, path: str, timeout: float) -> None:
+    def _acquire(fd: int, path: str, timeout: float, deadline: float) -> None:
         def try_lock() -> bool:
             try:
                 _flock(fd, _LOCK_EX | _LOCK_NB)
@@ -196,7 +231,7 @@ class PosixFolder:
                 return False
             return True
 
-        wait_for_lock(try_lock, path, timeout, lambda: _read_holder(fd))
+        wait_for_lock(try_lock, path, timeout, lambda: _read_holder(fd), deadline=deadline)
 
     def read(self, name: str, max_bytes: int) -> Optional[bytes]:
         path = self._join(name)

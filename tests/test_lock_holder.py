@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -182,3 +184,69 @@ def test_reopening_the_lock_file_in_the_holding_process_keeps_the_lock(ledger_di
     assert seen == {"flock": 1, "writer": 75}
     assert probe() == (0, 0)
     assert json.loads(path.read_text()) == [{"k": "mine"}, {"k": "other"}]
+
+
+PATIENT_WRITER = textwrap.dedent(
+    """
+    import sys
+    from ledger import Ledger
+    from ledger.policy import Policy
+    Ledger(sys.argv[1], policy=Policy(lock_timeout=60)).append({"k": "patient"})
+    """
+)
+
+
+def _has_open(pid: int, inode: int) -> bool:
+    """Whether process ``pid`` has a descriptor open on the file with ``inode``."""
+    fds = f"/proc/{pid}/fd"
+    for entry in os.listdir(fds):
+        try:
+            if os.stat(os.path.join(fds, entry)).st_ino == inode:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/fd")
+def test_a_lock_file_replaced_while_a_writer_waits_is_locked_again(
+        ledger_dir: Path, holders: list[subprocess.Popen[str]]) -> None:
+    """A writer waits on the lock file while someone removes it and locks a new file at
+    the same name. When the old file's holder goes, the writer must not write: the name
+    now leads to a file that another holder has locked. It opens and waits on the new file,
+    writes once that is free, and no record is lost."""
+    import fcntl
+
+    from ledger import Ledger
+
+    path = ledger_dir / "book.json"
+    lock = ledger_dir / "book.json.lock"
+    Ledger(path).append({"k": "first"})
+    before = path.read_bytes()
+    old_holder = _hold(holders, RAW_HOLDER, lock)
+    writer = subprocess.Popen([sys.executable, "-c", PATIENT_WRITER, str(path)],
+                              stderr=subprocess.PIPE, text=True)
+    holders.append(writer)
+
+    old_inode = lock.stat().st_ino
+    deadline = time.monotonic() + 60
+    while not _has_open(writer.pid, old_inode):
+        assert writer.poll() is None and time.monotonic() < deadline, writer.stderr
+        time.sleep(0.01)
+    lock.unlink()
+    new_lock = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(new_lock, fcntl.LOCK_EX)
+        new_inode = os.fstat(new_lock).st_ino
+        os.kill(old_holder, signal.SIGKILL)
+        while writer.poll() is None and not _has_open(writer.pid, new_inode):
+            assert time.monotonic() < deadline, "the writer never reached the new lock file"
+            time.sleep(0.01)
+
+        assert writer.poll() is None, "the writer wrote while the new lock file was held"
+        assert path.read_bytes() == before
+    finally:
+        os.close(new_lock)
+
+    assert writer.wait(timeout=60) == 0, writer.stderr
+    assert json.loads(path.read_text()) == [{"k": "first"}, {"k": "patient"}]
