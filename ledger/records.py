@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 from .errors import CorruptLedgerError
 
-__all__ = ["Record", "Validator", "parse", "serialize", "MAX_LEDGER_BYTES"]
+__all__ = ["Record", "Validator", "parse", "serialize", "MAX_DEPTH", "MAX_LEDGER_BYTES"]
 
 Record = dict[str, Any]
 Validator = Callable[[Record, int], Optional[str]]
@@ -20,6 +20,9 @@ Validator = Callable[[Record, int], Optional[str]]
 # Parsing needs up to about 26 times a file's size for the worst shapes (many tiny
 # objects), so this bound also bounds memory; 16 MiB is about 60,000 escalation entries.
 MAX_LEDGER_BYTES = 16 * 1024 * 1024
+# What is written is nested at most this deep, well within what any reader with Python's
+# default recursion limit can parse, whatever limit the writing process has set.
+MAX_DEPTH = 200
 _BOM = b"\xef\xbb\xbf"
 _NEXT_STEP = "Move it aside or repair it, then run the command again; it was not changed."
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -92,13 +95,28 @@ def serialize(records: list[Record]) -> bytes:
     out to the same text; any other shape goes through ``json.dumps`` itself.
 
     Raises:
-        ValueError: A value is NaN or infinite, which JSON cannot hold.
+        ValueError: A value is NaN or infinite, which JSON cannot hold, or the records
+            are nested more than :data:`MAX_DEPTH` levels deep.
         TypeError: A value is not a JSON type.
     """
     text = _flat_layout(records)
     if text is None:
+        if _deeper_than(records, MAX_DEPTH):
+            raise ValueError(f"it is nested more than {MAX_DEPTH} levels deep")
         text = json.dumps(records, indent=2, allow_nan=False)
     return text.encode("utf-8")
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has lists or dicts nested more than ``limit`` levels deep."""
+    level = [value]
+    for _ in range(limit):
+        level = [item for container in level
+                 for item in (container.values() if isinstance(container, dict) else container)
+                 if isinstance(item, (dict, list))]
+        if not level:
+            return False
+    return True
 
 
 def _flat_layout(records: list[Record]) -> Optional[str]:

@@ -42,3 +42,47 @@ def test_separator_lookalikes_inside_strings_survive() -> None:
     records = [{"a": "}\x00{", "b": "\x00", "c": ",\n    "}, {"}\x00{": 1}]
     assert serialize(records) == json.dumps(records, indent=2).encode("utf-8")
     assert parse(serialize(records), "/test/ledger.json") == records
+
+
+NESTED_WRITER = """
+import json, sys
+from ledger import Ledger, UsageError
+sys.setrecursionlimit(100_000)
+depth = int(sys.argv[2])
+record = {"n": 0}
+for _ in range(depth - 2):  # the ledger's array and the record itself are two levels
+    record = {"n": record}
+try:
+    Ledger(sys.argv[1]).append(record)
+except UsageError as exc:
+    print(exc.message)
+    sys.exit(exc.exit_code)
+"""
+
+
+def test_what_is_written_is_never_nested_deeper_than_a_reader_can_read(tmp_path) -> None:
+    """A process that raised its own recursion limit cannot write a ledger that a process
+    with the default limit cannot read: 200 levels are written and read back by a fresh
+    process; 201 are refused (64) and the ledger stays byte-identical."""
+    import subprocess
+    import sys
+
+    from ledger.records import MAX_DEPTH
+
+    path = tmp_path / "deep" / "book.json"
+
+    def write(depth: int) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NESTED_WRITER, str(path), str(depth)],
+                              capture_output=True, text=True, timeout=120)
+
+    done = write(MAX_DEPTH)
+    assert done.returncode == 0, done.stderr
+    before = path.read_bytes()
+    read = subprocess.run([sys.executable, "-m", "ledger", "show", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr
+
+    refused = write(MAX_DEPTH + 1)
+    assert refused.returncode == 64, refused.stderr
+    assert f"nested more than {MAX_DEPTH} levels deep" in refused.stdout
+    assert path.read_bytes() == before
