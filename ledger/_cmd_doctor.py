@@ -51,8 +51,9 @@ class _FolderLook:
 
 
 def _nearest_existing(path: str) -> str:
+    # Whatever stands at a name (a link, a file, a FIFO) is what a write would meet there.
     here = path
-    while not os.path.isdir(here):
+    while not os.path.lexists(here):
         above = os.path.dirname(here)
         if above == here:
             break
@@ -62,7 +63,7 @@ def _nearest_existing(path: str) -> str:
 
 def _look(backend: Backend, path: str) -> _FolderLook:
     """Open ``path`` (or its nearest existing parent) read-only through ``backend``."""
-    exists = os.path.isdir(path)
+    exists = os.path.lexists(path)
     look = _FolderLook(path=path, checked=path if exists else _nearest_existing(path),
                        exists=exists)
     try:

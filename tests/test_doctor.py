@@ -111,6 +111,36 @@ def test_linked_folder_is_refused_and_its_target_untouched(
     assert tree(target) == before
 
 
+@pytest.mark.parametrize("kind", ["dangling link", "file", "below a file", "fifo"])
+def test_something_other_than_a_folder_at_the_name_fails_like_the_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """A dangling link, a file or a FIFO where the ledger folder should be (or above it)
+    is what a write is refused for (77): doctor must not take it for an absent folder
+    that can be created, and says neither strict nor secure would pass."""
+    place = tmp_path / "private"
+    place.mkdir(mode=0o700)
+    odd = place / "odd"
+    if kind == "dangling link":
+        odd.symlink_to(tmp_path / "nowhere")
+    elif kind == "fifo":
+        os.mkfifo(odd)
+    else:
+        odd.write_text("", encoding="utf-8")
+    folder = odd / "sub" if kind == "below a file" else odd
+    before = tree(place)
+
+    info = doctor(capsys, "--dir", str(folder))
+    write = run_cli("append", str(folder / "book.json"), "{}")
+
+    assert write.returncode == 77, write.stderr
+    assert (info["strict_would_pass"], info["secure_would_pass"]) == (False, False)
+    assert info["checks"][0]["ok"] is False
+    assert info["checks"][0]["exit_code"] == 77
+    assert info["checks"][0]["reason"] in ("symlink", "not_a_folder")
+    assert tree(place) == before
+
+
 def test_corrupt_ledger_is_reported_and_left_alone(
     ledger_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
