@@ -135,7 +135,15 @@ def locations(explicit: Optional[str], environ: Mapping[str, str]) -> list[Locat
     """Return where policy files are looked for, strongest first."""
     found = [Location("machine", machine_policy_path())]
     named_by = "--policy"
-    if not explicit:
+    if explicit == "":
+        # Most likely "--policy $VAR" with VAR unset: going on without it could be weaker.
+        raise PolicyError(
+            "--policy was given an empty file name. Name the policy file, or leave "
+            "--policy out to use LEDGER_POLICY, the user's policy or the default.",
+            reason="empty_policy_name",
+        )
+    if explicit is None:
+        # An empty variable counts as unset, as shells and most tools treat it.
         explicit = environ.get(POLICY_ENV) or None
         named_by = POLICY_ENV
     if explicit:

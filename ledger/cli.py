@@ -46,9 +46,20 @@ def _print_json(value: Any, out: TextIO) -> None:
 
 # Escalation commands, call for call with the old hook.
 
+def _require_text(*values: str) -> None:
+    """Refuse arguments that are not valid text (bytes the system's encoding cannot read)."""
+    try:
+        for value in values:
+            value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("An argument is not valid UTF-8 text; give it as text and run the "
+                         "command again. Nothing was written.") from None
+
+
 def _cmd_record(args: argparse.Namespace, out: TextIO) -> int:
     from .escalation import make_entry
 
+    _require_text(args.sig, args.current, args.recommended, args.response, args.run_id)
     entry = make_entry(args.sig, args.current, args.recommended, args.response, args.run_id)
     _escalation(args).append(entry)
     _print_json(entry, out)
@@ -88,7 +99,8 @@ def _cmd_hash(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_append(args: argparse.Namespace, out: TextIO) -> int:
     from .store import Ledger
 
-    text = sys.stdin.read() if args.record == "-" else args.record
+    text = _read_stdin() if args.record == "-" else args.record
+    _require_text(text)
     try:
         record = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -101,6 +113,29 @@ def _cmd_append(args: argparse.Namespace, out: TextIO) -> int:
         _print_json({"protections": result.protections, "missing": result.missing,
                      "pruned": result.pruned, "mode": result.mode}, out)
     return EXIT_OK
+
+
+def _read_stdin() -> str:
+    """Read one record from standard input: bounded, strict UTF-8 (a BOM allowed)."""
+    from .records import MAX_LEDGER_BYTES
+
+    stream = sys.stdin
+    if stream is None:
+        raise UsageError("Standard input is closed, so there is no record to read; give the "
+                         "record as an argument instead of '-'.")
+    binary = getattr(stream, "buffer", None)
+    data = binary.read(MAX_LEDGER_BYTES + 1) if binary is not None else stream.read(
+        MAX_LEDGER_BYTES + 1)
+    if len(data) > MAX_LEDGER_BYTES:
+        raise UsageError(f"The record on standard input is larger than the {MAX_LEDGER_BYTES} "
+                         "bytes a whole ledger may have; nothing was written.")
+    if isinstance(data, str):
+        return data
+    try:
+        return bytes(data).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"The record on standard input is not UTF-8 text (byte {exc.start}); "
+                         "nothing was written.") from None
 
 
 def _cmd_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -147,25 +182,74 @@ _HOOK_CALLS: dict[str, tuple[Handler, tuple[str, ...], dict[str, Any]]] = {
 
 
 def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
-    """Read a hook's plain call (a command and exactly its values) without building the parser.
+    """Read an escalation command's call without building the parser.
 
     A hook starts a process per call, and building the parser costs more than the
-    command. Anything else, such as an option, ``-`` or a missing value, returns
-    ``None`` for the parser to handle, so what this accepts reads the same both ways.
+    command. The values are taken as they come, as the old hook took them, so that a
+    run id or a category starting with ``-`` is a value, not an unknown option; only
+    ``--policy``, ``--traceback`` (and ``--stage`` for ``hash``) are options, anywhere,
+    and ``--`` ends them. ``None`` leaves the call to the parser: another command, or a
+    request for help.
     """
-    call = _HOOK_CALLS.get(argv[0]) if argv else None
+    options: dict[str, Any] = {}
+    rest = list(argv)
+    while rest and _take_option(rest, options, stage=False):
+        pass
+    call = _HOOK_CALLS.get(rest[0]) if rest else None
     if call is None:
         return None
+    command, tokens = rest[0], rest[1:]
     handler, names, defaults = call
-    values = argv[1:]
-    if len(values) != len(names) or any(value.startswith("-") for value in values):
+    values: list[str] = []
+    asked_help = False
+    while tokens:
+        if tokens[0] == "--":
+            values += tokens[1:]
+            break
+        if tokens[0] in ("-h", "--help"):
+            asked_help = True
+            tokens.pop(0)
+        elif not _take_option(tokens, options, stage=command == "hash"):
+            values.append(tokens.pop(0))
+
+    usage = " ".join(name.upper() for name in names)
+    if asked_help and not values:
         return None
+    if asked_help:
+        raise UsageError(f"ledgerctl {command}: --help cannot be given with values, so nothing "
+                         f"was done. To pass a value that starts with '-', put '--' before it.")
+    if len(values) != len(names):
+        raise UsageError(f"ledgerctl {command} takes {len(names)} value(s), {usage}, and got "
+                         f"{len(values)}. Run 'ledgerctl {command} --help' for the usage.")
 
     # Handlers only read attributes, and this spares a hook the import of argparse.
     from types import SimpleNamespace
 
-    args = SimpleNamespace(command=argv[0], handler=handler, **defaults, **dict(zip(names, values)))
-    return cast("argparse.Namespace", args)
+    fields = {**defaults, **options, **dict(zip(names, values))}
+    return cast("argparse.Namespace", SimpleNamespace(command=command, handler=handler, **fields))
+
+
+def _take_option(tokens: list[str], options: dict[str, Any], *, stage: bool) -> bool:
+    """Move the option at the head of ``tokens`` into ``options``; false if there is none."""
+    head = tokens[0]
+    if head == "--traceback":
+        options["traceback"] = True
+        del tokens[0]
+        return True
+    for name in ("policy", "stage") if stage else ("policy",):
+        flag = f"--{name}"
+        if head == flag:
+            if len(tokens) < 2:
+                raise UsageError(f"ledgerctl: {flag} needs a value. Run 'ledgerctl --help' for "
+                                 "the usage.")
+            options[name] = tokens[1]
+            del tokens[:2]
+            return True
+        if head.startswith(flag + "="):
+            options[name] = head[len(flag) + 1:]
+            del tokens[0]
+            return True
+    return False
 
 
 def build_parser() -> argparse.ArgumentParser:

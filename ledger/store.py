@@ -84,9 +84,13 @@ class Ledger:
         audit: bool = True,
     ) -> None:
         given = os.fspath(path)
+        if not given:
+            raise UsageError("The ledger's file name is empty; give the ledger's file name.")
         path = os.path.abspath(os.path.expanduser(given))
         self.folder, self.name = os.path.split(path)
-        if given.endswith(("/", os.sep)) or not self.name or self.name in (".", ".."):
+        # abspath turns "." and "a/.." into a folder's own name: judge what was given.
+        tail = os.path.split(given)[1]
+        if not tail or tail in (".", "..") or not self.name:
             raise UsageError(f"{given} names a folder; give the ledger's file name.", path=path)
         # Compared as case-insensitive filesystems (and Windows' trailing dots) see names.
         folded = self.name.rstrip(". ").casefold()

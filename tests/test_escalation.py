@@ -153,3 +153,54 @@ def test_wrong_usage_exits_64() -> None:
         assert done.returncode == 64, args
         assert done.stdout == ""
         assert "Traceback" not in done.stderr
+
+
+def test_values_that_start_with_a_dash_are_values(ledger_dir: Path) -> None:
+    """As with the old hook, a run id, signal or category that starts with '-' is taken as
+    a value (not as an unknown option), wherever the global options stand; '--' makes
+    even an option's name a value. The entry holds the values exactly."""
+    env = {"PF_ESCALATION_LEDGER_DIR": str(ledger_dir)}
+    policy = ledger_dir.parent / "p.toml"
+    policy.write_text('mode = "secure"\n', encoding="utf-8")
+    policy.chmod(0o600)
+    calls = [
+        (["record", "-sig", "cur", "rec", "declined", "-run1"], "-sig", "-run1"),
+        (["--policy", str(policy), "record", "s2", "-c", "-r", "accepted", "-x"], "s2", "-x"),
+        (["record", "s3", "c", "r", "declined", "--traceback", "--", "--help"], "s3", "--help"),
+        (["record", f"--policy={policy}", "--", "s4", "c", "r", "forced", "-h"], "s4", "-h"),
+    ]
+    for args, sig, run_id in calls:
+        done = run_cli(*args, env=env)
+        assert done.returncode == 0, (args, done.stderr)
+        assert done.stderr == ""
+        assert (json.loads(done.stdout)["signal_hash"], json.loads(done.stdout)["run_id"]) == (
+            sig, run_id)
+    stored = json.loads((ledger_dir / "escalation-history.json").read_text(encoding="utf-8"))
+    assert [(e["signal_hash"], e["run_id"]) for e in stored] == [(s, r) for _, s, r in calls]
+    assert stored[1]["current_profile"] == "-c"
+
+    found = run_cli("lookup", "-sig", env=env)
+    assert (found.returncode, json.loads(found.stdout)["run_id"]) == (0, "-run1")
+    assert run_cli("replay_safe", "-sig", env=env).returncode == 1
+    dashed = run_cli("hash", "--stage=Build", "-pii,scale")
+    assert (dashed.returncode, dashed.stdout) == (0, signal_hash("-pii,scale", "Build") + "\n")
+    spaced = run_cli("hash", "-pii,scale", "--stage", "Build")
+    assert spaced.stdout == dashed.stdout
+
+
+def test_help_mixed_with_values_records_nothing_and_says_so(ledger_dir: Path) -> None:
+    """``record A B C D --help`` neither prints the usage with exit 0 (a hook would
+    believe it recorded) nor records: it is a usage error (64) that says to use '--'.
+    ``record --help`` alone still prints the usage."""
+    env = {"PF_ESCALATION_LEDGER_DIR": str(ledger_dir)}
+    for flag in ("--help", "-h"):
+        done = run_cli("record", "sig", "cur", "rec", "declined", flag, env=env)
+        assert (done.returncode, done.stdout) == (64, "")
+        assert "'--'" in done.stderr and "Traceback" not in done.stderr
+    assert not (ledger_dir / "escalation-history.json").exists()
+
+    usage = run_cli("record", "--help", env=env)
+    assert usage.returncode == 0 and "RUN_ID" in usage.stdout
+    short = run_cli("record", "sig", "cur", "-rec", "declined", env=env)
+    assert short.returncode == 64
+    assert "takes 5 value(s), SIG CURRENT RECOMMENDED RESPONSE RUN_ID, and got 4" in short.stderr

@@ -212,3 +212,72 @@ def test_a_policy_file_with_a_second_hard_link_is_refused(tmp_path: Path) -> Non
     done = run_cli("--policy", str(policy), "show", str(tmp_path / "x.json"))
     assert done.returncode == 78
     assert "hard links" in done.stderr
+
+
+def test_an_empty_or_dot_ledger_name_is_a_usage_error(ledger_dir: Path) -> None:
+    """'', '.' and 'x/..' name no ledger file: 64, and no refusal about the current folder."""
+    for name in ("", ".", str(ledger_dir / "x" / ".."), ".."):
+        done = subprocess.run(LEDGERCTL + ["append", name, "{}"], capture_output=True,
+                              text=True, cwd=ledger_dir)
+        assert done.returncode == 64, (name, done.stderr)
+        assert "file name" in done.stderr and "Traceback" not in done.stderr
+    assert os.listdir(ledger_dir) == []
+
+
+@posix_only
+def test_a_record_on_stdin_that_cannot_be_read_is_a_usage_error(ledger_dir: Path) -> None:
+    """``append FILE -`` with stdin closed, not UTF-8, or larger than a ledger may be: 64
+    with one sentence (never a traceback, never reading without bound); nothing written.
+    A BOM is accepted, as in a ledger file."""
+    path = ledger_dir / "book.json"
+    command = LEDGERCTL + ["append", str(path), "-"]
+    closed = subprocess.run(command, capture_output=True, text=True,
+                            preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 64 and "Standard input is closed" in closed.stderr
+    bad = subprocess.run(command, capture_output=True, input=b'{"a": "\xff"}')
+    assert bad.returncode == 64 and b"not UTF-8" in bad.stderr
+    with open("/dev/zero", "rb") as endless:
+        huge = subprocess.run(command, capture_output=True, text=True, stdin=endless,
+                              timeout=120)
+    assert huge.returncode == 64 and "larger than" in huge.stderr
+    for done in (closed, huge):
+        assert "Traceback" not in done.stderr
+    assert not path.exists()
+
+    bom = subprocess.run(command, capture_output=True, input=b'\xef\xbb\xbf{"a": 1}')
+    assert bom.returncode == 0, bom.stderr
+    assert json.loads(path.read_text()) == [{"a": 1}]
+
+
+@posix_only
+def test_record_arguments_that_are_not_utf8_are_refused_not_stored_mangled(
+        ledger_dir: Path) -> None:
+    """Bytes that are not UTF-8 in a record's values: 64, like ``hash``; not stored as a
+    lone surrogate escape that other tools cannot read as text."""
+    env = dict(os.environ, PF_ESCALATION_LEDGER_DIR=str(ledger_dir))
+    args = [b"record", b"sig", b"c", b"r", b"declined", b"run-\xff"]
+    done = subprocess.run([os.fsencode(part) for part in LEDGERCTL] + args, env=env,
+                          capture_output=True)
+    assert done.returncode == 64
+    assert b"UTF-8" in done.stderr and b"Traceback" not in done.stderr
+    assert not (ledger_dir / "escalation-history.json").exists()
+
+
+def test_an_empty_policy_name_is_refused_not_ignored(tmp_path: Path, ledger_dir: Path) -> None:
+    """``--policy ""`` (a hook's ``--policy "$VAR"`` with VAR unset) is 78, even when
+    LEDGER_POLICY names a strict policy; it never runs in a weaker mode. An empty
+    LEDGER_POLICY counts as unset."""
+    strict = tmp_path / "strict.toml"
+    strict.write_text('mode = "strict"\n', encoding="utf-8")
+    strict.chmod(0o600)
+    path = ledger_dir / "book.json"
+    env = {"LEDGER_POLICY": str(strict)}
+    for args in (["append", str(path), "{}", "--policy", ""], ["--policy=", "policy", "show"],
+                 ["record", "s", "c", "r", "declined", "x", "--policy", ""]):
+        done = run_cli(*args, env=env)
+        assert done.returncode == 78, (args, done.stderr)
+        assert "empty file name" in done.stderr
+    assert not path.exists()
+    unset = run_cli("policy", "show", "--json", env={"LEDGER_POLICY": ""})
+    assert unset.returncode == 0, unset.stderr
+    assert json.loads(unset.stdout)["mode"] == "secure"
