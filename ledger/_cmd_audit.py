@@ -127,13 +127,45 @@ def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
     if args.files:
         paths: list[str] = []
         for name in args.files:
+            if os.path.islink(name) and not _may_follow(name):
+                raise _link_refused(name)
             paths.extend(audit_files_in(name) if os.path.isdir(name) else [name])
         return paths, None
     from .audit import rotated_paths, trail
     from .policy import load_policy
 
+    # The configured files are the writer's, which never writes through a link either.
     configured = trail().path_for(load_policy(getattr(args, "policy", None)))
-    return rotated_paths(configured), configured
+    return [_FolderEntry(path) for path in rotated_paths(configured)], configured
+
+
+def _may_follow(path: str) -> bool:
+    """Whether a link named on the command line may be followed.
+
+    Only a link that no other user can have made or can replace: the user's or the
+    administrator's, in a folder that is too (or sticky), such as ``/dev/stdin``. A link
+    another user planted could otherwise make the summary show another file's text.
+    """
+    if not hasattr(os, "geteuid"):
+        return True
+    trusted = (os.geteuid(), 0)
+    try:
+        link = os.lstat(path)
+        folder = os.stat(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    shared = folder.st_mode & 0o022 and not folder.st_mode & stat.S_ISVTX
+    return link.st_uid in trusted and folder.st_uid in trusted and not shared
+
+
+def _link_refused(path: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"Refusing to read {path}: it is a symbolic link that another user could have made "
+        "or changed, so it could show another file. Name the file it points to, if that "
+        "is what you mean.",
+        path=path,
+        reason="symlink",
+    )
 
 
 def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
@@ -147,23 +179,26 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
         OSError: It cannot be opened.
     """
     flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    no_follow = getattr(os, "O_NOFOLLOW", 0)
     found = isinstance(path, _FolderEntry)
-    if found:
-        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(path, flags | no_follow | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        if found and exc.errno == errno.ELOOP:
+        if exc.errno != errno.ELOOP:
+            raise
+        if found:
             raise UnsafePathError(
-                f"Refusing to read {path}: it became a link after the folder was listed. "
-                "Check who can write that folder, then run the command again.",
+                f"Refusing to read {path}: it is a link (or became one after its folder was "
+                "listed). Check who can write that folder, then run the command again.",
                 path=path,
                 reason="symlink",
             ) from exc
-        raise
+        if not _may_follow(path):
+            raise _link_refused(path) from exc
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)
-        if found and st.st_nlink != 1:
+        if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
             raise UnsafePathError(
                 f"Refusing to read {path}: it has {st.st_nlink} hard links, so it may be "
                 "another file. Check who can write that folder, then run the command again.",

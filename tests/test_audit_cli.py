@@ -659,3 +659,51 @@ def test_a_collected_file_with_a_second_hard_link_is_not_read(tmp_path: Path) ->
     done = run_cli("audit", "--json", str(folder))
     assert done.returncode == 77, done.stderr
     assert "SECRET-LINE" not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="making a link another uid owns needs root")
+def test_a_named_link_another_user_planted_is_not_followed(tmp_path: Path) -> None:
+    """Ops (root) name a user's audit file, which that user turned into a link to a file
+    only root may read: 77, and not a byte of the target is shown, whether the link is the
+    file or the folder named. A link root made in a folder only root controls is followed."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root-only SECRET-LINE\n")
+    secret.chmod(0o600)
+    home = tmp_path / "alice"
+    (home / "log").mkdir(parents=True)
+    (home / "log" / "audit.jsonl").symlink_to(secret)
+    (home / "collected").symlink_to(tmp_path / "root-logs")
+    (tmp_path / "root-logs").mkdir()
+    shutil.copyfile(secret, tmp_path / "root-logs" / "audit.jsonl")
+    for path in (home / "log", home / "log" / "audit.jsonl", home / "collected", home):
+        os.lchown(path, 61001, 61001)
+
+    for named in (home / "log" / "audit.jsonl", home / "collected"):
+        for args in (["audit", str(named)], ["audit", "--json", str(named)]):
+            done = run_cli(*args)
+            assert done.returncode == 77, (args, done.stdout, done.stderr)
+            assert "SECRET-LINE" not in done.stdout + done.stderr
+            assert "symbolic link" in done.stderr
+
+    own = tmp_path / "root-link.jsonl"
+    write_lines(tmp_path / "real.jsonl", event(pid=7))
+    own.symlink_to(tmp_path / "real.jsonl")
+    followed = run_cli("audit", "--json", str(own))
+    assert followed.returncode == 0, followed.stderr
+    assert json.loads(followed.stdout)["writes"] == 1
+
+
+@posix_only
+def test_the_configured_audit_file_is_not_read_through_a_link(tmp_path: Path) -> None:
+    """The default files (the configured one and its rotations) are the writer's, which
+    never writes through a link: a link there is refused (77), its target not shown."""
+    log = default_audit_file()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET-LINE\n")
+    write_lines(log, event(pid=1))
+    Path(f"{log}.1").symlink_to(secret)
+    done = run_cli("audit", "--json")
+    assert done.returncode == 77, done.stderr
+    assert "SECRET-LINE" not in done.stdout + done.stderr
