@@ -352,10 +352,59 @@ def _read_holder(fd: int) -> str:
         note: bytes = _pread(fd, 200, 0)
         text = note.decode("utf-8", "replace").strip()
     holders = _flock_holders(fd)
-    if not holders or text.split()[:2] == ["pid", str(holders[0])]:
+    if holders and text.split()[:2] != ["pid", str(holders[0])]:
+        # The note is an earlier writer's: another program holds the lock now.
+        text = f"pid {holders[0]}"
+    words = text.split()
+    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit() or _alive(int(words[1])):
         return text
-    # The note is an earlier writer's: another program holds the lock now.
-    return f"pid {holders[0]}"
+    # The pid that took the lock has ended, yet the lock is held: a child it started
+    # inherited the lock file's descriptor. Name who has the file open now.
+    openers = _processes_with_open(fd)
+    now = f"; the lock file is open in pid {', pid '.join(map(str, openers))}" if openers else ""
+    return f"{text}, which has ended and passed the lock on to a process it started{now}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _processes_with_open(fd: int, limit: int = 8) -> list[int]:
+    """Return up to ``limit`` other processes with ``fd``'s file open (Linux, as far as
+    ``/proc`` lets this user see)."""
+    if not sys.platform.startswith("linux"):
+        return []
+    held = os.fstat(fd)
+    found: list[int] = []
+    try:
+        pids = sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+    except OSError:
+        return []
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        folder = f"/proc/{pid}/fd"
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = os.stat(os.path.join(folder, entry))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
+                found.append(pid)
+                break
+        if len(found) >= limit:
+            break
+    return found
 
 
 def _flock_holders(fd: int) -> Optional[list[int]]:

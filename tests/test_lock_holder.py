@@ -154,6 +154,59 @@ def test_other_program_holding_the_lock_is_not_mistaken_for_an_old_writer(
     assert [r["run_id"] for r in json.loads(path.read_text())] == ["r1"]
 
 
+FORKING_HOLDER = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if os.fork() == 0:
+        os.close(1)  # the child keeps the lock, not the test's pipe
+        time.sleep(600)
+        os._exit(0)
+    sys.stdout.write("locked\\n")
+    sys.stdout.flush()
+    os._exit(0)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_lock_passed_on_to_a_child_names_the_child_not_only_the_dead_parent(
+        ledger_dir: Path, short_timeout: Path, holders: list[subprocess.Popen[str]]) -> None:
+    """A program takes the lock, starts a child and ends: the child holds the lock now.
+    The timeout message says that the pid which took it has ended, and names the pid that
+    has the lock file open, so that "end the process that holds it" can be followed."""
+    path = ledger_dir / "book.json"
+    lock = ledger_dir / "book.json.lock"
+    lock.touch(mode=0o600)
+    parent = _hold(holders, FORKING_HOLDER, lock)
+    holders[-1].wait(timeout=60)
+    child = _openers(lock)
+    try:
+        done = run_cli("append", "--policy", str(short_timeout), str(path), "{}")
+        assert done.returncode == 75, done.stderr
+        assert f"pid {parent}, which has ended" in done.stderr
+        assert child and f"open in pid {child[0]}" in done.stderr
+    finally:
+        for pid in child:
+            os.kill(pid, signal.SIGKILL)
+    assert not path.exists()
+
+
+def _openers(path: Path) -> list[int]:
+    """Pids (other than this one) with ``path`` open."""
+    inode = path.stat().st_ino
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit()
+            and int(pid) != os.getpid() and _has_open_safe(int(pid), inode)]
+
+
+def _has_open_safe(pid: int, inode: int) -> bool:
+    try:
+        return _has_open(pid, inode)
+    except OSError:
+        return False
+
+
 def test_reopening_the_lock_file_in_the_holding_process_keeps_the_lock(ledger_dir: Path) -> None:
     """While a write holds the lock (inside ``Ledger.update``), the same process opens
     and closes the lock file again in several ways. A child process still finds the
