@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from ledger import cli
 from ledger.escalation import validate_entry
+from ledger.errors import UsageError
 from ledger.records import serialize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -159,12 +160,45 @@ def test_hook_calls_read_the_same_without_the_parser(argv: list[str]) -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    [], ["lookup"], ["lookup", "a", "b"], ["lookup", "-1"], ["lookup", "--"],
     ["--policy", "p.toml", "lookup", "a"], ["lookup", "a", "--traceback"],
-    ["hash", "--stage=x", "a"], ["record", "a", "b", "c", "d"], ["doctor"],
+    ["hash", "--stage=x", "a"], ["hash", "--stage", "x", "a"], ["--traceback", "replay_safe", "a"],
+    ["record", "--policy=p.toml", "a", "b", "c", "d", "e"],
 ])
-def test_other_calls_go_through_the_parser(argv: list[str]) -> None:
-    """Options, a lone dash, a missing or extra value, or another command use the parser."""
+def test_calls_with_options_read_the_same_without_the_parser(argv: list[str]) -> None:
+    """Options anywhere in a hook's call give the same arguments as the full parser."""
+    fast = cli._hook_args(argv)
+    assert fast is not None
+    assert vars(fast) == vars(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(("argv", "values"), [
+    (["lookup", "-1"], {"sig": "-1"}),
+    (["lookup", "--", "--traceback"], {"sig": "--traceback"}),
+    (["hash", "-a,b"], {"categories": "-a,b", "stage": None}),
+    (["record", "-a", "-b", "c", "d", "--x"], {"sig": "-a", "current": "-b", "run_id": "--x"}),
+])
+def test_values_starting_with_a_dash_are_values(argv: list[str], values: dict[str, Any]) -> None:
+    """What is not one of the options is a value, as the old hook read its arguments."""
+    fast = cli._hook_args(argv)
+    assert fast is not None
+    assert {name: getattr(fast, name) for name in values} == values
+
+
+@pytest.mark.parametrize("argv", [
+    ["lookup"], ["lookup", "a", "b"], ["lookup", "--"], ["record", "a", "b", "c", "d"],
+    ["record", "a", "b", "c", "d", "e", "--help"], ["hash", "a", "--stage"],
+])
+def test_a_wrong_call_is_a_usage_error_without_the_parser(argv: list[str]) -> None:
+    """A missing or extra value, help mixed with values, or an option without its value."""
+    with pytest.raises(UsageError):
+        cli._hook_args(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["doctor"], ["--version"], ["record", "--help"], ["lookup", "-h"], ["append", "a", "{}"],
+])
+def test_other_commands_and_help_go_through_the_parser(argv: list[str]) -> None:
+    """Another command, or a request for a command's help, is left to the parser."""
     assert cli._hook_args(argv) is None
 
 
