@@ -108,12 +108,15 @@ def serialize(records: list[Record]) -> bytes:
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` has lists or dicts nested more than ``limit`` levels deep."""
+    """Whether ``value`` has lists or dicts nested more than ``limit`` levels deep.
+
+    Tuples count as lists, since ``json`` writes them as arrays.
+    """
     level = [value]
     for _ in range(limit):
         level = [item for container in level
                  for item in (container.values() if isinstance(container, dict) else container)
-                 if isinstance(item, (dict, list))]
+                 if isinstance(item, (dict, list, tuple))]
         if not level:
             return False
     return True

@@ -48,10 +48,10 @@ NESTED_WRITER = """
 import json, sys
 from ledger import Ledger, UsageError
 sys.setrecursionlimit(100_000)
-depth = int(sys.argv[2])
+depth, shape = int(sys.argv[2]), sys.argv[3]
 record = {"n": 0}
 for _ in range(depth - 2):  # the ledger's array and the record itself are two levels
-    record = {"n": record}
+    record = {"n": record} if shape == "dict" else {"n": tuple(record.values())}
 try:
     Ledger(sys.argv[1]).append(record)
 except UsageError as exc:
@@ -71,9 +71,9 @@ def test_what_is_written_is_never_nested_deeper_than_a_reader_can_read(tmp_path)
 
     path = tmp_path / "deep" / "book.json"
 
-    def write(depth: int) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", NESTED_WRITER, str(path), str(depth)],
-                              capture_output=True, text=True, timeout=120)
+    def write(depth: int, shape: str = "dict") -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", NESTED_WRITER, str(path), str(depth),
+                               shape], capture_output=True, text=True, timeout=120)
 
     done = write(MAX_DEPTH)
     assert done.returncode == 0, done.stderr
@@ -82,7 +82,9 @@ def test_what_is_written_is_never_nested_deeper_than_a_reader_can_read(tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert read.returncode == 0, read.stderr
 
-    refused = write(MAX_DEPTH + 1)
-    assert refused.returncode == 64, refused.stderr
-    assert f"nested more than {MAX_DEPTH} levels deep" in refused.stdout
-    assert path.read_bytes() == before
+    # Tuples are written as arrays, so they count as lists do.
+    for shape in ("dict", "tuple"):
+        refused = write(MAX_DEPTH + 1, shape)
+        assert refused.returncode == 64, (shape, refused.stderr)
+        assert f"nested more than {MAX_DEPTH} levels deep" in refused.stdout
+        assert path.read_bytes() == before
