@@ -104,20 +104,28 @@ def audit_files_in(folder: str) -> list[str]:
         number = match.group(1) if match else None
         return (name[: match.start()] if match else name, -int(number[1:]) if number else 0)
 
-    names = [name for name in os.listdir(folder) if _ROTATED.search(name)]
-    paths = [os.path.join(folder, name) for name in sorted(names, key=order)]
     # Links are skipped: whoever can write the folder must not make us show other files.
     # The entries are opened without following links too, since a file can be swapped.
-    return [_FolderEntry(path) for path in paths if stat.S_ISREG(_lstat_mode(path))]
+    if _WALK:
+        fd = _walk(_resolve(folder), os.O_RDONLY | _O_DIRECTORY)
+        try:
+            names = [name for name in os.listdir(fd) if _ROTATED.search(name)
+                     and stat.S_ISREG(_lstat_mode(name, fd))]
+        finally:
+            os.close(fd)
+    else:
+        names = [name for name in os.listdir(folder) if _ROTATED.search(name)
+                 and stat.S_ISREG(_lstat_mode(os.path.join(folder, name)))]
+    return [_FolderEntry(os.path.join(folder, name)) for name in sorted(names, key=order)]
 
 
 class _FolderEntry(str):
     """A path found in a folder of collected files (not named by the user): never followed."""
 
 
-def _lstat_mode(path: str) -> int:
+def _lstat_mode(path: str, dir_fd: Optional[int] = None) -> int:
     try:
-        return os.lstat(path).st_mode
+        return os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
         return 0
 
@@ -127,9 +135,8 @@ def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
     if args.files:
         paths: list[str] = []
         for name in args.files:
-            if os.path.islink(name) and not _may_follow(name):
-                raise _link_refused(name)
-            paths.extend(audit_files_in(name) if os.path.isdir(name) else [name])
+            real = name if name in _STDIN_NAMES or not _WALK else _resolve(name)
+            paths.extend(audit_files_in(name) if os.path.isdir(real) else [name])
         return paths, None
     from .audit import rotated_paths, trail
     from .policy import load_policy
@@ -139,33 +146,58 @@ def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
     return [_FolderEntry(path) for path in rotated_paths(configured)], configured
 
 
-def _may_follow(path: str) -> bool:
-    """Whether a link named on the command line may be followed.
+# Opening without being led elsewhere.
+#
+# On POSIX a named path is resolved first, following only links that no other user can
+# have made or changed (the user's or root's, in a folder that is too), as ledger folders
+# are; then every part of the result is opened with O_NOFOLLOW, so that a part swapped for
+# a link in between is refused rather than followed. Windows has no O_NOFOLLOW for this;
+# there a named link is followed (docs/audit-log.md).
 
-    Only a link that no other user can have made or can replace: the user's or the
-    administrator's, in a folder that is too (or sticky), such as ``/dev/stdin``. A link
-    another user planted could otherwise make the summary show another file's text.
-    """
-    if not hasattr(os, "geteuid"):
-        return True
-    trusted = (os.geteuid(), 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_WALK = bool(_O_NOFOLLOW and _O_DIRECTORY) and os.open in os.supports_dir_fd
+# This process's own standard input, which is a pipe or a terminal, not a file.
+_STDIN_NAMES = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+
+
+def _resolve(path: str) -> str:
+    """Resolve ``path``, refusing (77) a link that another user could have made or changed."""
+    from ._posix import _trusted_realpath
+
+    return _trusted_realpath(os.path.abspath(path))
+
+
+def _walk(real: str, flags: int) -> int:
+    """Open ``real`` (a path without links) part by part, none of them followed if a link."""
+    parts = [part for part in real.split(os.sep) if part]
+    fd = os.open(os.sep, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    here = os.sep
     try:
-        link = os.lstat(path)
-        folder = os.stat(os.path.dirname(os.path.abspath(path)))
-    except OSError:
-        return False
-    shared = folder.st_mode & 0o022 and not folder.st_mode & stat.S_ISVTX
-    return link.st_uid in trusted and folder.st_uid in trusted and not shared
-
-
-def _link_refused(path: str) -> UnsafePathError:
-    return UnsafePathError(
-        f"Refusing to read {path}: it is a symbolic link that another user could have made "
-        "or changed, so it could show another file. Name the file it points to, if that "
-        "is what you mean.",
-        path=path,
-        reason="symlink",
-    )
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            here = os.path.join(here, part)
+            try:
+                child = os.open(part, (flags if last else os.O_RDONLY | _O_DIRECTORY)
+                                | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR
+                                                and os.path.islink(here)):
+                    raise UnsafePathError(
+                        f"Refusing to read {here}: it is a link (or became one while it was "
+                        "being opened), so it could show another file. Check who can write "
+                        "its folder, then run the command again.",
+                        path=here,
+                        reason="symlink",
+                    ) from exc
+                raise
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
@@ -175,27 +207,23 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
     does not hang the command, and is checked on the descriptor before a byte is read.
 
     Raises:
-        UnsafePathError: It is a FIFO, device, folder or socket (77).
+        UnsafePathError: It is a link another user could have made, a FIFO, device,
+            folder or socket (77).
         OSError: It cannot be opened.
     """
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
-    no_follow = getattr(os, "O_NOFOLLOW", 0)
+    flags = (os.O_RDONLY | getattr(os, "O_BINARY", 0) | _O_CLOEXEC
+             | getattr(os, "O_NONBLOCK", 0))
     found = isinstance(path, _FolderEntry)
-    try:
-        fd = os.open(path, flags | no_follow | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        if found:
-            raise UnsafePathError(
-                f"Refusing to read {path}: it is a link (or became one after its folder was "
-                "listed). Check who can write that folder, then run the command again.",
-                path=path,
-                reason="symlink",
-            ) from exc
-        if not _may_follow(path):
-            raise _link_refused(path) from exc
-        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    if path == "-":
+        fd = os.dup(0)
+    elif path in _STDIN_NAMES or not _WALK:
+        fd = os.open(path, flags | (_O_NOFOLLOW if found else 0))
+    else:
+        # An entry of a folder is never a link itself; a named file may be a trusted one.
+        absolute = os.path.abspath(path)
+        real = (os.path.join(_resolve(os.path.dirname(absolute)), os.path.basename(absolute))
+                if found else _resolve(absolute))
+        fd = _walk(real, flags)
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_nlink != 1:

@@ -666,7 +666,8 @@ def test_a_collected_file_with_a_second_hard_link_is_not_read(tmp_path: Path) ->
 def test_a_named_link_another_user_planted_is_not_followed(tmp_path: Path) -> None:
     """Ops (root) name a user's audit file, which that user turned into a link to a file
     only root may read: 77, and not a byte of the target is shown, whether the link is the
-    file or the folder named. A link root made in a folder only root controls is followed."""
+    file, the folder named (with or without a trailing slash) or a folder on the way. A
+    link root made in a folder only root controls is followed."""
     secret = tmp_path / "secret.txt"
     secret.write_text("root-only SECRET-LINE\n")
     secret.chmod(0o600)
@@ -679,7 +680,9 @@ def test_a_named_link_another_user_planted_is_not_followed(tmp_path: Path) -> No
     for path in (home / "log", home / "log" / "audit.jsonl", home / "collected", home):
         os.lchown(path, 61001, 61001)
 
-    for named in (home / "log" / "audit.jsonl", home / "collected"):
+    collected = str(home / "collected")
+    for named in (home / "log" / "audit.jsonl", collected, collected + "/", collected + "/.",
+                  home / "collected" / "audit.jsonl", home / "collected" / "." / "audit.jsonl"):
         for args in (["audit", str(named)], ["audit", "--json", str(named)]):
             done = run_cli(*args)
             assert done.returncode == 77, (args, done.stdout, done.stderr)
@@ -707,3 +710,11 @@ def test_the_configured_audit_file_is_not_read_through_a_link(tmp_path: Path) ->
     done = run_cli("audit", "--json")
     assert done.returncode == 77, done.stderr
     assert "SECRET-LINE" not in done.stdout + done.stderr
+
+
+def test_a_dash_reads_standard_input(tmp_path: Path) -> None:
+    """``... | ledgerctl audit -`` reads the pipe, like ``/dev/stdin``."""
+    lines = json.dumps(event(pid=1)) + "\n" + json.dumps(event(pid=2)) + "\n"
+    done = run_cli("audit", "--json", "-", input=lines, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["writes"] == 2
