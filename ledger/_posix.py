@@ -352,14 +352,15 @@ def _read_holder(fd: int) -> str:
         note: bytes = _pread(fd, 200, 0)
         text = note.decode("utf-8", "replace").strip()
     holders = _flock_holders(fd)
-    if holders and text.split()[:2] != ["pid", str(holders[0])]:
+    if not holders:
+        return text
+    if text.split()[:2] != ["pid", str(holders[0])]:
         # The note is an earlier writer's: another program holds the lock now.
         text = f"pid {holders[0]}"
-    words = text.split()
-    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit() or _alive(int(words[1])):
+    if _alive(holders[0]):
         return text
-    # The pid that took the lock has ended, yet the lock is held: a child it started
-    # inherited the lock file's descriptor. Name who has the file open now.
+    # The kernel still lists the pid that took the lock, but it has ended: a child it
+    # started inherited the lock file's descriptor. Name who has the file open now.
     openers = _processes_with_open(fd)
     now = f"; the lock file is open in pid {', pid '.join(map(str, openers))}" if openers else ""
     return f"{text}, which has ended and passed the lock on to a process it started{now}"
@@ -375,18 +376,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _processes_with_open(fd: int, limit: int = 8) -> list[int]:
-    """Return up to ``limit`` other processes with ``fd``'s file open (Linux, as far as
-    ``/proc`` lets this user see)."""
+def _processes_with_open(fd: int, limit: int = 8, budget: float = 0.5) -> list[int]:
+    """Return up to ``limit`` other processes with ``fd``'s file open, as far as ``/proc``
+    lets this user see within ``budget`` seconds (Linux only).
+
+    Descriptors are compared by the path the kernel gives (``readlink``), which never
+    touches the files themselves, so a hung network mount cannot stall the search.
+    """
     if not sys.platform.startswith("linux"):
         return []
-    held = os.fstat(fd)
-    found: list[int] = []
+    deadline = time.monotonic() + budget
     try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
         pids = sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
-    except OSError:
+    except (OSError, ValueError):
         return []
+    found: list[int] = []
     for pid in pids:
+        if len(found) >= limit or time.monotonic() > deadline:
+            break
         if pid == os.getpid():
             continue
         folder = f"/proc/{pid}/fd"
@@ -396,14 +404,11 @@ def _processes_with_open(fd: int, limit: int = 8) -> list[int]:
             continue
         for entry in entries:
             try:
-                st = os.stat(os.path.join(folder, entry))
+                if os.readlink(os.path.join(folder, entry)) == target:
+                    found.append(pid)
+                    break
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino):
-                found.append(pid)
-                break
-        if len(found) >= limit:
-            break
     return found
 
 
