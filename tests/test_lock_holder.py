@@ -303,3 +303,21 @@ def test_a_lock_file_replaced_while_a_writer_waits_is_locked_again(
 
     assert writer.wait(timeout=60) == 0, writer.stderr
     assert json.loads(path.read_text()) == [{"k": "first"}, {"k": "patient"}]
+
+
+def test_a_holder_note_the_lock_table_cannot_confirm_is_shown_as_it_is(
+        ledger_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the lock table shows no holder (another pid namespace, say), the note is shown
+    as written, odd digits and all: never a crash, never a guess that its pid has ended."""
+    from ledger import _posix
+
+    lock = ledger_dir / "book.json.lock"
+    lock.write_text("pid \u00b2 on host\n", encoding="utf-8")
+    monkeypatch.setattr(_posix, "_flock_holders", lambda fd: [])
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        assert _posix._read_holder(fd) == "pid \u00b2 on host"
+        lock.write_text("pid 4194999 on elsewhere\n", encoding="utf-8")
+        assert _posix._read_holder(fd) == "pid 4194999 on elsewhere"
+    finally:
+        os.close(fd)
