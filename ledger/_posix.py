@@ -91,7 +91,7 @@ def _owner_ok(st: os.stat_result) -> bool:
 
 
 def check_file(st: os.stat_result, path: str) -> None:
-    """Refuse a file that is not a regular file of the user's with exactly one link."""
+    """Refuse a file that is not a regular file of the user's, or that has other links."""
     if not stat.S_ISREG(st.st_mode):
         raise refusals.not_regular(path)
     if not _owner_ok(st):
@@ -101,7 +101,9 @@ def check_file(st: os.stat_result, path: str) -> None:
             path=path,
             reason="foreign_owner",
         )
-    if st.st_nlink != 1:
+    # No link at all means the name was removed after the open: nothing else can be
+    # reached through this file (a lock file is checked again once it is locked).
+    if st.st_nlink > 1:
         raise UnsafePathError(
             f"Refusing to use {path}: it has {st.st_nlink} hard links, so writing it could "
             "change another file. Remove it and run the command again.",
@@ -143,6 +145,7 @@ class PosixFolder:
         self.fd = fd
         self.path = path
         self._report = report
+        self._held: Optional[tuple[str, int]] = None  # the lock file's name and descriptor
 
     def _join(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -174,9 +177,11 @@ class PosixFolder:
         try:
             self._report.apply("lock", "fcntl.flock")
             _note_holder(fd)
+            self._held = (name, fd)
             try:
                 yield
             finally:
+                self._held = None
                 _flock(fd, _LOCK_UN)
         finally:
             os.close(fd)
@@ -210,6 +215,24 @@ class PosixFolder:
             f"Refusing to use {path}: the lock file was removed or replaced each time it was "
             "locked, so something keeps changing the folder. Check the folder; nothing was "
             "written.",
+            path=path,
+            reason="lock_replaced",
+        )
+
+    def _check_still_locked(self) -> None:
+        """Refuse to replace the ledger if the lock file was removed or replaced meanwhile.
+
+        A writer that came after the removal made a new lock file and may be writing now;
+        replacing the ledger could drop its record. Nothing is written, and the caller is
+        told, so that no record is lost without a word.
+        """
+        if self._held is None or self._still_named(self._held[1], self._held[0]):
+            return
+        path = self._join(self._held[0])
+        raise UnsafePathError(
+            f"The lock file {path} was removed or replaced while this write held it, so "
+            "another writer may have run at the same time; nothing was written. Do not "
+            "remove lock files; run the command again.",
             path=path,
             reason="lock_replaced",
         )
@@ -264,11 +287,12 @@ class PosixFolder:
             finally:
                 os.close(fd)
             self._report.apply("durable_write", "F_FULLFSYNC" if _F_FULLFSYNC else "fsync")
+            self._check_still_locked()
             os.replace(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         except BaseException as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=self.fd)
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and not isinstance(exc, LedgerError):
                 raise io_error(exc, path, "writing") from exc
             raise
         self._report.apply("atomic_replace", "renameat")

@@ -321,3 +321,33 @@ def test_a_holder_note_the_lock_table_cannot_confirm_is_shown_as_it_is(
         assert _posix._read_holder(fd) == "pid 4194999 on elsewhere"
     finally:
         os.close(fd)
+
+
+def test_a_lock_file_removed_while_held_makes_the_holder_write_nothing(
+        ledger_dir: Path) -> None:
+    """Someone removes the lock file while a write holds it, and another writer, finding
+    no lock file, makes a new one and writes at once. The first write must not replace the
+    ledger with content read before: it writes nothing and is refused (77, naming the lock
+    file). Both outcomes are known to their callers; no record is lost without a word."""
+    from ledger import Ledger
+    from ledger.errors import UnsafePathError
+
+    path = ledger_dir / "book.json"
+    lock = ledger_dir / "book.json.lock"
+    Ledger(path).append({"k": "first"})
+    other: dict[str, int] = {}
+
+    def meanwhile(records: list[dict[str, str]]) -> list[dict[str, str]]:
+        lock.unlink()
+        done = subprocess.run([sys.executable, "-m", "ledger", "append", str(path),
+                               '{"k": "other"}'], capture_output=True, text=True, timeout=60)
+        other["code"] = done.returncode
+        return records + [{"k": "mine"}]
+
+    with pytest.raises(UnsafePathError) as refused:
+        Ledger(path).update(meanwhile)
+
+    assert other == {"code": 0}
+    assert refused.value.reason == "lock_replaced" and str(lock) in refused.value.message
+    assert json.loads(path.read_text()) == [{"k": "first"}, {"k": "other"}]
+    assert [name for name in os.listdir(ledger_dir) if name.endswith(".tmp")] == []

@@ -307,3 +307,24 @@ def test_refusals_and_successes_are_audited(ledger_dir: Path, victim: Path) -> N
     assert ok["missing"] == [] and ok["mode"] == "secure"
     assert refused["reason"] == "symlink"
     assert refused["ledger"] == str(ledger_dir / "bad.json")
+
+
+def test_a_file_whose_name_was_removed_after_the_open_is_not_taken_for_a_hard_link(
+        ledger_dir: Path) -> None:
+    """A reader that opened the ledger just before a writer's rename holds a file with no
+    name left (0 links): a complete old version, not a hard-link attack. Two links are."""
+    from ledger._posix import check_file
+    from ledger.errors import UnsafePathError
+
+    path = ledger_dir / "book.json"
+    path.write_text("[]", encoding="utf-8")
+    path.chmod(0o600)
+    with open(path, "rb") as handle:
+        path.unlink()
+        check_file(os.fstat(handle.fileno()), str(path))
+    path.write_text("[]", encoding="utf-8")
+    path.chmod(0o600)
+    os.link(path, ledger_dir / "second")
+    with pytest.raises(UnsafePathError) as refused:
+        check_file(os.stat(path), str(path))
+    assert refused.value.reason == "hard_link"
