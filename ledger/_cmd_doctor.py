@@ -61,10 +61,29 @@ def _nearest_existing(path: str) -> str:
     return here
 
 
+def _where_written(backend: Backend, path: str) -> str:
+    """Return the folder a write to ``path`` would use: on POSIX, the folders above it are
+    resolved through the user's own links, as the write resolves them; the folder itself
+    is never followed."""
+    if backend.name != "posix":
+        return path
+    from ._posix import _trusted_realpath
+
+    absolute = os.path.abspath(os.path.expanduser(path))
+    parent, leaf = os.path.split(absolute)
+    return os.path.join(_trusted_realpath(parent), leaf) if leaf else absolute
+
+
 def _look(backend: Backend, path: str) -> _FolderLook:
     """Open ``path`` (or its nearest existing parent) read-only through ``backend``."""
-    exists = os.path.lexists(path)
-    look = _FolderLook(path=path, checked=path if exists else _nearest_existing(path),
+    try:
+        where = _where_written(backend, path)
+    except LedgerError as exc:
+        look = _FolderLook(path=path, checked=path, exists=os.path.lexists(path))
+        look.error = exc
+        return look
+    exists = os.path.lexists(where)
+    look = _FolderLook(path=path, checked=where if exists else _nearest_existing(where),
                        exists=exists)
     try:
         look.folder = backend.open_folder(look.checked, create=False, report=look.report)

@@ -141,6 +141,25 @@ def test_something_other_than_a_folder_at_the_name_fails_like_the_write(
     assert tree(place) == before
 
 
+def test_a_missing_folder_below_your_own_link_passes_like_the_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A write resolves the user's own links above the ledger folder (a dotfiles link,
+    say) and creates the missing folder in the target; doctor judges it the same way,
+    also for a link of yours that leads to a folder not made yet."""
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(real)
+    (tmp_path / "ahead").symlink_to(tmp_path / "later")
+    for folder in (tmp_path / "link" / "newsub", tmp_path / "ahead" / "sub"):
+        info = doctor(capsys, "--dir", str(folder))
+        assert (info["secure_would_pass"], info["exists"]) == (True, False), info["checks"]
+        write = run_cli("append", str(folder / "book.json"), "{}")
+        assert write.returncode == 0, write.stderr
+    assert json.loads((real / "newsub" / "book.json").read_text()) == [{}]
+    assert json.loads((tmp_path / "later" / "sub" / "book.json").read_text()) == [{}]
+
+
 def test_corrupt_ledger_is_reported_and_left_alone(
     ledger_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
