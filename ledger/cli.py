@@ -85,6 +85,9 @@ def _cmd_replay_safe(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_hash(args: argparse.Namespace, out: TextIO) -> int:
     from .escalation import signal_hash
 
+    if getattr(args, "policy", None) is not None:
+        # The hash needs no policy, but a named one must still be valid, as for every command.
+        _policy(args)
     try:
         digest = signal_hash(args.categories, args.stage)
     except UnicodeEncodeError:
@@ -124,8 +127,12 @@ def _read_stdin() -> str:
         raise UsageError("Standard input is closed, so there is no record to read; give the "
                          "record as an argument instead of '-'.")
     binary = getattr(stream, "buffer", None)
-    data = binary.read(MAX_LEDGER_BYTES + 1) if binary is not None else stream.read(
-        MAX_LEDGER_BYTES + 1)
+    try:
+        data = binary.read(MAX_LEDGER_BYTES + 1) if binary is not None else stream.read(
+            MAX_LEDGER_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"Standard input cannot be read ({exc.strerror or exc}); give the "
+                         "record as an argument, or pipe it in.") from None
     if len(data) > MAX_LEDGER_BYTES:
         raise UsageError(f"The record on standard input is larger than the {MAX_LEDGER_BYTES} "
                          "bytes a whole ledger may have; nothing was written.")
@@ -193,20 +200,22 @@ def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
     """
     options: dict[str, Any] = {}
     rest = list(argv)
-    while rest and _take_option(rest, options, stage=False):
-        pass
+    asked_help = False
+    while rest and (rest[0] in _INFO_FLAGS or _take_option(rest, options, stage=False)):
+        if rest[0] in _INFO_FLAGS:
+            asked_help = True
+            del rest[0]
     call = _HOOK_CALLS.get(rest[0]) if rest else None
     if call is None:
         return None
     command, tokens = rest[0], rest[1:]
     handler, names, defaults = call
     values: list[str] = []
-    asked_help = False
     while tokens:
         if tokens[0] == "--":
             values += tokens[1:]
             break
-        if tokens[0] in ("-h", "--help"):
+        if tokens[0] in _INFO_FLAGS:
             asked_help = True
             tokens.pop(0)
         elif not _take_option(tokens, options, stage=command == "hash"):
@@ -216,8 +225,9 @@ def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
     if asked_help and not values:
         return None
     if asked_help:
-        raise UsageError(f"ledgerctl {command}: --help cannot be given with values, so nothing "
-                         f"was done. To pass a value that starts with '-', put '--' before it.")
+        raise UsageError(f"ledgerctl {command}: --help or --version cannot be given with "
+                         "values, so nothing was done. To pass a value that starts with '-', "
+                         "put '--' before it.")
     if len(values) != len(names):
         raise UsageError(f"ledgerctl {command} takes {len(names)} value(s), {usage}, and got "
                          f"{len(values)}. Run 'ledgerctl {command} --help' for the usage.")
@@ -227,6 +237,9 @@ def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
 
     fields = {**defaults, **options, **dict(zip(names, values))}
     return cast("argparse.Namespace", SimpleNamespace(command=command, handler=handler, **fields))
+
+
+_INFO_FLAGS = ("-h", "--help", "--version")
 
 
 def _take_option(tokens: list[str], options: dict[str, Any], *, stage: bool) -> bool:

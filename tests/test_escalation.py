@@ -189,13 +189,16 @@ def test_values_that_start_with_a_dash_are_values(ledger_dir: Path) -> None:
 
 
 def test_help_mixed_with_values_records_nothing_and_says_so(ledger_dir: Path) -> None:
-    """``record A B C D --help`` neither prints the usage with exit 0 (a hook would
-    believe it recorded) nor records: it is a usage error (64) that says to use '--'.
-    ``record --help`` alone still prints the usage."""
+    """``record A B C D --help`` (or ``--help``/``--version`` before the command, with
+    values) neither prints the usage with exit 0 (a hook would believe it recorded) nor
+    records: it is a usage error (64) that says to use '--'. ``record --help`` alone
+    still prints the usage."""
     env = {"PF_ESCALATION_LEDGER_DIR": str(ledger_dir)}
-    for flag in ("--help", "-h"):
-        done = run_cli("record", "sig", "cur", "rec", "declined", flag, env=env)
-        assert (done.returncode, done.stdout) == (64, "")
+    values = ["sig", "cur", "rec", "declined", "run"]
+    for args in (["record", *values[:4], "--help"], ["record", *values[:4], "-h"],
+                 ["--help", "record", *values], ["--version", "record", *values]):
+        done = run_cli(*args, env=env)
+        assert (done.returncode, done.stdout) == (64, ""), args
         assert "'--'" in done.stderr and "Traceback" not in done.stderr
     assert not (ledger_dir / "escalation-history.json").exists()
 

@@ -226,7 +226,7 @@ def test_an_empty_or_dot_ledger_name_is_a_usage_error(ledger_dir: Path) -> None:
 
 @posix_only
 def test_a_record_on_stdin_that_cannot_be_read_is_a_usage_error(ledger_dir: Path) -> None:
-    """``append FILE -`` with stdin closed, not UTF-8, or larger than a ledger may be: 64
+    """``append FILE -`` with stdin closed, unreadable, not UTF-8, or larger than a ledger may be: 64
     with one sentence (never a traceback, never reading without bound); nothing written.
     A BOM is accepted, as in a ledger file."""
     path = ledger_dir / "book.json"
@@ -236,6 +236,9 @@ def test_a_record_on_stdin_that_cannot_be_read_is_a_usage_error(ledger_dir: Path
     assert closed.returncode == 64 and "Standard input is closed" in closed.stderr
     bad = subprocess.run(command, capture_output=True, input=b'{"a": "\xff"}')
     assert bad.returncode == 64 and b"not UTF-8" in bad.stderr
+    with open(ledger_dir.parent / "write-only", "wb") as write_only:
+        unreadable = subprocess.run(command, capture_output=True, text=True, stdin=write_only)
+    assert unreadable.returncode == 64 and "cannot be read" in unreadable.stderr
     with open("/dev/zero", "rb") as endless:
         huge = subprocess.run(command, capture_output=True, text=True, stdin=endless,
                               timeout=120)
@@ -273,10 +276,13 @@ def test_an_empty_policy_name_is_refused_not_ignored(tmp_path: Path, ledger_dir:
     path = ledger_dir / "book.json"
     env = {"LEDGER_POLICY": str(strict)}
     for args in (["append", str(path), "{}", "--policy", ""], ["--policy=", "policy", "show"],
-                 ["record", "s", "c", "r", "declined", "x", "--policy", ""]):
+                 ["record", "s", "c", "r", "declined", "x", "--policy", ""],
+                 ["hash", "--policy", "", "a,b"]):
         done = run_cli(*args, env=env)
         assert done.returncode == 78, (args, done.stderr)
         assert "empty file name" in done.stderr
+    missing = run_cli("hash", "--policy", str(tmp_path / "missing.toml"), "a,b")
+    assert missing.returncode == 78 and "does not exist" in missing.stderr
     assert not path.exists()
     unset = run_cli("policy", "show", "--json", env={"LEDGER_POLICY": ""})
     assert unset.returncode == 0, unset.stderr
