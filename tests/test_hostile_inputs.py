@@ -226,9 +226,9 @@ def test_an_empty_or_dot_ledger_name_is_a_usage_error(ledger_dir: Path) -> None:
 
 @posix_only
 def test_a_record_on_stdin_that_cannot_be_read_is_a_usage_error(ledger_dir: Path) -> None:
-    """``append FILE -`` with stdin closed, unreadable, not UTF-8, or larger than a ledger may be: 64
-    with one sentence (never a traceback, never reading without bound); nothing written.
-    A BOM is accepted, as in a ledger file."""
+    """``append FILE -`` with stdin closed, unreadable, not UTF-8, or larger than a ledger
+    may be: 64 with one sentence (never a traceback, never reading without bound); nothing
+    written. A BOM is accepted, as in a ledger file."""
     path = ledger_dir / "book.json"
     command = LEDGERCTL + ["append", str(path), "-"]
     closed = subprocess.run(command, capture_output=True, text=True,
