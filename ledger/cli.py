@@ -252,7 +252,7 @@ def _take_option(tokens: list[str], options: dict[str, Any], *, stage: bool) -> 
     for name in ("policy", "stage") if stage else ("policy",):
         flag = f"--{name}"
         if head == flag:
-            if len(tokens) < 2:
+            if len(tokens) < 2 or tokens[1] == "--":
                 raise UsageError(f"ledgerctl: {flag} needs a value. Run 'ledgerctl --help' for "
                                  "the usage.")
             options[name] = tokens[1]

@@ -187,6 +187,7 @@ def test_values_starting_with_a_dash_are_values(argv: list[str], values: dict[st
 @pytest.mark.parametrize("argv", [
     ["lookup"], ["lookup", "a", "b"], ["lookup", "--"], ["record", "a", "b", "c", "d"],
     ["record", "a", "b", "c", "d", "e", "--help"], ["hash", "a", "--stage"],
+    ["hash", "--stage", "--", "a"], ["lookup", "a", "--policy"],
 ])
 def test_a_wrong_call_is_a_usage_error_without_the_parser(argv: list[str]) -> None:
     """A missing or extra value, help mixed with values, or an option without its value."""
