@@ -133,6 +133,9 @@ def _lstat_mode(path: str, dir_fd: Optional[int] = None) -> int:
 def _files(args: argparse.Namespace) -> tuple[list[str], Optional[str]]:
     """Return the files to read, and the configured audit file when none was named."""
     if args.files:
+        if "" in args.files:
+            raise UsageError("An audit file name is empty; name audit files, or folders of "
+                             "them, and run the command again.")
         paths: list[str] = []
         for name in args.files:
             real = name if name in _STDIN_NAMES or not _WALK else _resolve(name)
@@ -166,7 +169,8 @@ def _resolve(path: str) -> str:
     """Resolve ``path``, refusing (77) a link that another user could have made or changed."""
     from ._posix import _trusted_realpath
 
-    return _trusted_realpath(os.path.abspath(path))
+    # Not abspath: it would drop "link/.." by its text, where the kernel follows the link.
+    return _trusted_realpath(os.path.join(os.getcwd(), path))
 
 
 def _walk(real: str, flags: int) -> int:
@@ -220,7 +224,7 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
         fd = os.open(path, flags | (_O_NOFOLLOW if found else 0))
     else:
         # An entry of a folder is never a link itself; a named file may be a trusted one.
-        absolute = os.path.abspath(path)
+        absolute = os.path.join(os.getcwd(), path)
         real = (os.path.join(_resolve(os.path.dirname(absolute)), os.path.basename(absolute))
                 if found else _resolve(absolute))
         fd = _walk(real, flags)

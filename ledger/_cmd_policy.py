@@ -134,6 +134,9 @@ def show(args: argparse.Namespace, out: TextIO) -> int:
 def check(args: argparse.Namespace, out: TextIO) -> int:
     """Validate one policy file: exit 0, or 78 with every reason on stderr."""
     kind = "machine" if args.machine else "explicit"
+    if not args.file:
+        raise PolicyError("The policy file to check has an empty name; name the file and run "
+                          "the check again.", reason="empty_policy_name")
     where = Location(kind, os.path.abspath(os.path.expanduser(args.file)))
     data = read_policy(where)
     if data is None:

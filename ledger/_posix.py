@@ -293,6 +293,8 @@ class PosixFolder:
             with contextlib.suppress(OSError):
                 os.unlink(tmp, dir_fd=self.fd)
             if isinstance(exc, OSError) and not isinstance(exc, LedgerError):
+                # A writer let in by a removed lock file may have taken our temp file away.
+                self._check_still_locked()
                 raise io_error(exc, path, "writing") from exc
             raise
         self._report.apply("atomic_replace", "renameat")
@@ -486,7 +488,7 @@ def _trusted_realpath(path: str) -> str:
         if not _owner_ok(st):
             raise UnsafePathError(
                 f"Refusing to use {link}: it is a symbolic link of uid {st.st_uid}, which "
-                "another user may have planted. Remove it or choose another ledger folder.",
+                "another user may have planted. Remove it, or use a path without it.",
                 path=link,
                 reason="symlink",
             )

@@ -201,10 +201,12 @@ def _hook_args(argv: Sequence[str]) -> Optional[argparse.Namespace]:
     options: dict[str, Any] = {}
     rest = list(argv)
     asked_help = False
-    while rest and (rest[0] in _INFO_FLAGS or _take_option(rest, options, stage=False)):
+    while rest:
         if rest[0] in _INFO_FLAGS:
             asked_help = True
             del rest[0]
+        elif not _take_option(rest, options, stage=False):
+            break
     call = _HOOK_CALLS.get(rest[0]) if rest else None
     if call is None:
         return None

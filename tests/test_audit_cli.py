@@ -681,8 +681,11 @@ def test_a_named_link_another_user_planted_is_not_followed(tmp_path: Path) -> No
         os.lchown(path, 61001, 61001)
 
     collected = str(home / "collected")
+    # "collected/../x" is x beside the link's target for the kernel, not beside the link.
+    (home / "x.jsonl").write_text(json.dumps(event(host="FAKE")) + "\n")
     for named in (home / "log" / "audit.jsonl", collected, collected + "/", collected + "/.",
-                  home / "collected" / "audit.jsonl", home / "collected" / "." / "audit.jsonl"):
+                  home / "collected" / "audit.jsonl", home / "collected" / "." / "audit.jsonl",
+                  collected + "/../x.jsonl"):
         for args in (["audit", str(named)], ["audit", "--json", str(named)]):
             done = run_cli(*args)
             assert done.returncode == 77, (args, done.stdout, done.stderr)

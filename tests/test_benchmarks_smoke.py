@@ -197,6 +197,8 @@ def test_a_wrong_call_is_a_usage_error_without_the_parser(argv: list[str]) -> No
 
 @pytest.mark.parametrize("argv", [
     [], ["doctor"], ["--version"], ["record", "--help"], ["lookup", "-h"], ["append", "a", "{}"],
+    ["--policy", "p.toml"], ["--traceback"], ["--help", "--traceback"],
+    ["--version", "--policy", "x"],
 ])
 def test_other_commands_and_help_go_through_the_parser(argv: list[str]) -> None:
     """Another command, or a request for a command's help, is left to the parser."""

@@ -283,6 +283,13 @@ def test_an_empty_policy_name_is_refused_not_ignored(tmp_path: Path, ledger_dir:
         assert "empty file name" in done.stderr
     missing = run_cli("hash", "--policy", str(tmp_path / "missing.toml"), "a,b")
     assert missing.returncode == 78 and "does not exist" in missing.stderr
+    empty_check = run_cli("policy", "check", "")
+    assert empty_check.returncode == 78 and "empty name" in empty_check.stderr
+    empty_audit = run_cli("audit", "")
+    assert empty_audit.returncode == 64 and "empty" in empty_audit.stderr
+    for args in (["--policy", str(strict)], ["--traceback"], ["--help", "--policy", ""]):
+        bare = run_cli(*args)
+        assert bare.returncode in (0, 64) and "Traceback" not in bare.stderr, args
     assert not path.exists()
     unset = run_cli("policy", "show", "--json", env={"LEDGER_POLICY": ""})
     assert unset.returncode == 0, unset.stderr

@@ -351,3 +351,35 @@ def test_a_lock_file_removed_while_held_makes_the_holder_write_nothing(
     assert refused.value.reason == "lock_replaced" and str(lock) in refused.value.message
     assert json.loads(path.read_text()) == [{"k": "first"}, {"k": "other"}]
     assert [name for name in os.listdir(ledger_dir) if name.endswith(".tmp")] == []
+
+
+def test_a_lock_file_removed_just_before_the_rename_is_still_lock_replaced(
+        ledger_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock file goes in the instant after the holder's last check, and a writer let
+    in by that writes at once, clearing the holder's temp file as a dead writer's. The
+    holder's rename then fails: that is the same refusal (77, lock_replaced), not an I/O
+    error telling the user to free disk space; the other writer's record is kept."""
+    from ledger import Ledger, _posix
+    from ledger.errors import UnsafePathError
+
+    path = ledger_dir / "book.json"
+    lock = ledger_dir / "book.json.lock"
+    Ledger(path).append({"k": "first"})
+    real = _posix.PosixFolder._check_still_locked
+    other: list[int] = []
+
+    def removed_right_after(self: _posix.PosixFolder) -> None:
+        real(self)
+        if not other:
+            lock.unlink()
+            done = subprocess.run([sys.executable, "-m", "ledger", "append", str(path),
+                                   '{"k": "other"}'], capture_output=True, text=True, timeout=60)
+            other.append(done.returncode)
+
+    monkeypatch.setattr(_posix.PosixFolder, "_check_still_locked", removed_right_after)
+    with pytest.raises(UnsafePathError) as refused:
+        Ledger(path).append({"k": "mine"})
+
+    assert other == [0]
+    assert refused.value.reason == "lock_replaced"
+    assert json.loads(path.read_text()) == [{"k": "first"}, {"k": "other"}]
