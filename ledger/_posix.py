@@ -414,7 +414,9 @@ def _processes_with_open(fd: int, limit: int = 8, budget: float = 0.5) -> list[i
     deadline = time.monotonic() + budget
     try:
         target = os.readlink(f"/proc/self/fd/{fd}")
-        pids = sorted(int(entry) for entry in os.listdir("/proc") if entry.isdigit())
+        # Newest first: a process that inherited the lock is most likely a recent one.
+        pids = sorted((int(entry) for entry in os.listdir("/proc") if entry.isdigit()),
+                      reverse=True)
     except (OSError, ValueError):
         return []
     found: list[int] = []
