@@ -16,7 +16,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     from .escalation import LEDGER_NAME, lookup, make_entry, open_ledger, replay_safe, signal_hash
     from .policy import load_policy
 
-    folder = args.dir or os.path.join(tempfile.mkdtemp(prefix="ledger-demo-"), "ledger")
+    scratch = None if args.dir else tempfile.mkdtemp(prefix="ledger-demo-")
+    folder = args.dir or os.path.join(scratch or "", "ledger")
     policy = load_policy(getattr(args, "policy", None))
     ledger = open_ledger(policy, directory=folder)
     sig = signal_hash("compliance,multi_tenant")
@@ -36,4 +37,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     if result.missing:
         out.write(f"\nmissing: {', '.join(result.missing)}\n")
     out.write(f"\naudit log   {trail().path_for(policy)}\n")
+    if scratch:
+        out.write(f"\nThe demo ledger stays in {scratch} for you to look at; remove that "
+                  "folder when you are done.\n")
     return EXIT_OK

@@ -207,3 +207,26 @@ def test_help_mixed_with_values_records_nothing_and_says_so(ledger_dir: Path) ->
     short = run_cli("record", "sig", "cur", "-rec", "declined", env=env)
     assert short.returncode == 64
     assert "takes 5 value(s), SIG CURRENT RECOMMENDED RESPONSE RUN_ID, and got 4" in short.stderr
+
+
+def test_the_demo_of_the_quick_start_records_and_looks_up(tmp_path: Path) -> None:
+    """``ledgerctl demo`` (the README's first command) writes one entry with the fixture
+    hash of "compliance,multi_tenant", finds it, says suppress, names every protection
+    and leaves one ok audit event; without --dir it says which folder to remove."""
+    folder = tmp_path / "demo"
+    done = run_cli("demo", "--dir", str(folder))
+    assert (done.returncode, done.stderr) == (0, "")
+    sig = signal_hash("compliance,multi_tenant")
+    stored = json.loads((folder / "escalation-history.json").read_text(encoding="utf-8"))
+    assert [(e["signal_hash"], e["user_response"]) for e in stored] == [(sig, "declined")]
+    assert "replay_safe suppress" in done.stdout
+    assert all(f"\n{name} " in done.stdout for name in ("lock", "no_follow", "durable_rename"))
+    events = audit_events(default_audit_file())
+    assert [(e["outcome"], e["ledger"]) for e in events] == [
+        ("ok", str(folder / "escalation-history.json"))]
+
+    scratch = run_cli("demo")
+    assert scratch.returncode == 0, scratch.stderr
+    left = scratch.stdout.split("The demo ledger stays in ", 1)[1].split(" for you", 1)[0]
+    assert (Path(left) / "ledger" / "escalation-history.json").exists()
+    shutil.rmtree(left)
