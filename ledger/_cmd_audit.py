@@ -237,7 +237,7 @@ def _open(path: str, stack: contextlib.ExitStack) -> IO[bytes]:
                 path=path,
                 reason="hard_link",
             )
-        if not stat.S_ISREG(st.st_mode) and not _is_stdin(fd, st):
+        if not stat.S_ISREG(st.st_mode) and path != "-" and not _is_stdin(fd, st):
             raise UnsafePathError(
                 f"Refusing to read {path}: it is not a regular file but {_kind(st.st_mode)}. "
                 "Name audit files, or folders of them, and run the command again.",
