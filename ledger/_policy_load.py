@@ -542,6 +542,9 @@ def _read_windows_file(api: Api, where: Location, path: str, folder_final: str) 
         if (info.attributes & (w.FILE_ATTRIBUTE_DIRECTORY | w.FILE_ATTRIBUTE_DEVICE)
                 or api.file_type(handle) != w.FILE_TYPE_DISK):
             raise _refuse(where, "it is not a regular file", "Replace it with a plain TOML file.")
+        if info.links != 1:
+            raise _refuse(where, f"it has {info.links} hard links, so it may be another "
+                          "user's file", "Replace it with a plain copy of the policy.")
         final = w.strip_extended_prefix(api.final_path(handle))
         if not _same_path(os.path.dirname(final), folder_final):
             raise _refuse(where, f"it now leads to {final}",

@@ -638,8 +638,9 @@ class FakeWinApi:
                 dst_key = (dest.st_dev, dest.st_ino)
                 if stat.S_ISDIR(dest.st_mode) or dst_key in self.readonly:
                     raise win_error(w.ERROR_ACCESS_DENIED, src, dst)
-                if self._conflict(dst_key, w.DELETE, w.FILE_SHARE_READ | w.FILE_SHARE_WRITE
-                                  | w.FILE_SHARE_DELETE):
+                # A classic rename never replaces a file that is open anywhere, whatever
+                # share mode its handles gave (delete sharing included).
+                if any(handle.key == dst_key for handle in self._handles.values()):
                     self.refused_moves += 1
                     refused = win_error(self.replace_error, src, dst)
             if refused is None:

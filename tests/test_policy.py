@@ -776,6 +776,12 @@ class TestWindowsFiles:
         fake.make_symlink(str(link), str(target))
         assert "a link or junction" in self.refused(fake, "user", link)
 
+    def test_a_second_hard_link_is_refused(self, fake: "FakeWinApi", tmp_path: Path) -> None:
+        """As on POSIX, a policy file with another hard link may be another user's file."""
+        path = write(tmp_path / "policy.toml", 'mode = "legacy"\n')
+        os.link(path, tmp_path / "elsewhere.toml")
+        assert "2 hard links" in self.refused(fake, "user", path)
+
     def test_junction_on_the_way_is_refused(self, fake: "FakeWinApi", tmp_path: Path) -> None:
         """A junction among the folders above the policy is caught by the final path."""
         real = tmp_path / "real"
