@@ -28,6 +28,7 @@ from typing import IO, Any, Iterator, Optional, TextIO, cast
 
 from .audit import clean_text
 from .errors import EXIT_OK, LedgerIOError, UnsafePathError, UsageError
+from .records import deeper_than
 
 __all__ = ["run", "summarise", "parse_since", "parse_time", "audit_files_in"]
 
@@ -390,7 +391,7 @@ def _problem(text: str) -> tuple[Optional[dict[str, Any]], str]:
         return None, f"nested deeper than {MAX_DEPTH} levels"
     except ValueError:
         return None, "not JSON"
-    if _deeper_than(value, MAX_DEPTH):
+    if deeper_than(value, MAX_DEPTH):
         return None, f"nested deeper than {MAX_DEPTH} levels"
     if not isinstance(value, dict):
         return None, f"a JSON {type(value).__name__}, not an object"
@@ -404,18 +405,6 @@ def _problem(text: str) -> tuple[Optional[dict[str, Any]], str]:
     if value["event"] == "ledger.write" and not isinstance(value.get("outcome"), str):
         return None, "a ledger.write event without an outcome"
     return value, ""
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Tell whether objects and lists in ``value`` nest deeper than ``limit``, without recursing."""
-    stack = [(value, 1)] if isinstance(value, (dict, list)) else []
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
 
 
 def _entries(path: str) -> Iterator[tuple[int, Optional[dict[str, Any]], str, str]]:

@@ -53,7 +53,7 @@ def _require_text(*values: str) -> None:
             value.encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError("An argument is not valid UTF-8 text; give it as text and run the "
-                         "command again. Nothing was written.") from None
+                         "command again. Nothing was done.") from None
 
 
 def _cmd_record(args: argparse.Namespace, out: TextIO) -> int:
@@ -88,12 +88,8 @@ def _cmd_hash(args: argparse.Namespace, out: TextIO) -> int:
     if getattr(args, "policy", None) is not None:
         # The hash needs no policy, but a named one must still be valid, as for every command.
         _policy(args)
-    try:
-        digest = signal_hash(args.categories, args.stage)
-    except UnicodeEncodeError:
-        raise UsageError("The categories or the stage are not valid UTF-8 text; give them as "
-                         "text and run the command again.") from None
-    out.write(digest + "\n")
+    _require_text(args.categories, args.stage or "")
+    out.write(signal_hash(args.categories, args.stage) + "\n")
     return EXIT_OK
 
 

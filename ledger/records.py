@@ -12,7 +12,9 @@ from typing import Any, Callable, Optional
 
 from .errors import CorruptLedgerError
 
-__all__ = ["Record", "Validator", "parse", "serialize", "MAX_DEPTH", "MAX_LEDGER_BYTES"]
+__all__ = [
+    "Record", "Validator", "parse", "serialize", "deeper_than", "MAX_DEPTH", "MAX_LEDGER_BYTES",
+]
 
 Record = dict[str, Any]
 Validator = Callable[[Record, int], Optional[str]]
@@ -101,18 +103,19 @@ def serialize(records: list[Record]) -> bytes:
     """
     text = _flat_layout(records)
     if text is None:
-        if _deeper_than(records, MAX_DEPTH):
+        if deeper_than(records, MAX_DEPTH):
             raise ValueError(f"it is nested more than {MAX_DEPTH} levels deep")
         text = json.dumps(records, indent=2, allow_nan=False)
     return text.encode("utf-8")
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether ``value`` has lists or dicts nested more than ``limit`` levels deep.
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` has lists or dicts nested more than ``limit`` levels deep, found
+    level by level without recursing.
 
     Tuples count as lists, since ``json`` writes them as arrays.
     """
-    level = [value]
+    level = [value] if isinstance(value, (dict, list, tuple)) else []
     for _ in range(limit):
         level = [item for container in level
                  for item in (container.values() if isinstance(container, dict) else container)
